@@ -1,0 +1,37 @@
+# framesvc developer commands.  `make serve` and `make test` bootstrap .venv on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: serve test lint fmt bench bench-deps clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/framesvc serve
+
+test: $(STAMP)
+	$(BIN)/ruff check framesvc tests benchmarks
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check framesvc tests benchmarks
+
+fmt: $(STAMP)
+	$(BIN)/ruff check --fix framesvc tests benchmarks
+
+# Benchmarks compare against references measured in the same run (ffmpeg, nginx).
+bench-deps:
+	command -v ffmpeg >/dev/null && command -v nginx >/dev/null || \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y ffmpeg nginx-light)
+
+bench: $(STAMP) bench-deps
+	$(BIN)/pytest benchmarks --benchmark-only -p no:cacheprovider -o testpaths=benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,80 @@
+"""The application factory: settings in, a ready aiohttp ``Application`` out."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from framesvc.config import Settings
+from framesvc.http.middleware import request_context
+from framesvc.http.routing import add_routes
+from framesvc.store.db import create_engine, migrate
+from framesvc.workers import WorkerPool
+
+log = logging.getLogger("framesvc")
+
+#: Modules under ``framesvc.http`` that contribute routes.  Each defines ``routes``, a
+#: list of ``(method, path, handler)``, and may define ``middlewares`` (a list, applied
+#: after the request-context middleware, in this order) and ``async def on_startup(app)``.
+ROUTE_MODULES: list[str] = [
+]
+
+
+@dataclass
+class Services:
+    """Everything a handler needs, built once per application."""
+
+    settings: Settings
+    engine: AsyncEngine
+    pool: WorkerPool
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+SERVICES = web.AppKey("services", Services)
+
+
+def services(request: web.Request) -> Services:
+    return request.app[SERVICES]
+
+
+def make_app(settings: Settings) -> web.Application:
+    modules = [importlib.import_module(f"framesvc.http.{name}") for name in ROUTE_MODULES]
+    middlewares: list[Any] = [request_context]
+    for module in modules:
+        middlewares.extend(getattr(module, "middlewares", []))
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_request_bytes)
+    for module in modules:
+        add_routes(app.router, module.routes)
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.cache_dir.mkdir(parents=True, exist_ok=True)
+    migrate(settings.effective_database_url)
+    app[SERVICES] = Services(
+        settings=settings,
+        engine=create_engine(settings.effective_database_url),
+        pool=WorkerPool(settings.workers),
+    )
+
+    async def startup(app: web.Application) -> None:
+        for module in modules:
+            hook = getattr(module, "on_startup", None)
+            if hook is not None:
+                await hook(app)
+
+    async def cleanup(app: web.Application) -> None:
+        for module in reversed(modules):
+            hook = getattr(module, "on_cleanup", None)
+            if hook is not None:
+                await hook(app)
+        svc = app[SERVICES]
+        svc.pool.shutdown()
+        await svc.engine.dispose()
+
+    app.on_startup.append(startup)
+    app.on_cleanup.append(cleanup)
+    return app

@@ -1,0 +1,99 @@
+"""``framesvc`` command line: serve, user, ingest, cache."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from framesvc.config import Settings, settings_from_env
+
+#: Sub-command name -> (configure parser, run).  Modules register with ``command``.
+_COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None],
+                           Callable[[argparse.Namespace], int]]] = {}
+
+
+def command(name: str, configure: Callable[[argparse.ArgumentParser], None]):  # type: ignore[no-untyped-def]
+    def register(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        _COMMANDS[name] = (configure, run)
+        return run
+
+    return register
+
+
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    """Options that locate the store; shared by every command that opens it."""
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="data directory (default ./data or FRAMESVC_DATA_DIR)")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="media cache directory (default ./cache or FRAMESVC_CACHE_DIR)")
+    parser.add_argument("--database-url", default=None,
+                        help="SQLAlchemy async URL (default: SQLite in the data dir)")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides = {
+        key: getattr(args, key)
+        for key in ("host", "port", "data_dir", "cache_dir", "database_url", "share_root",
+                    "workers", "cache_size_limit", "log_level")
+        if hasattr(args, key)
+    }
+    return settings_from_env(**overrides)
+
+
+def _configure_serve(parser: argparse.ArgumentParser) -> None:
+    add_store_options(parser)
+    parser.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="port (default 8080)")
+    parser.add_argument("--share-root", type=Path, default=None,
+                        help="root directory for server_files")
+    parser.add_argument("--workers", type=int, default=None, help="media worker threads")
+    parser.add_argument("--cache-size-limit", type=int, default=None,
+                        help="media cache size limit in bytes")
+    parser.add_argument("--log-level", default=None, help="logging level (default INFO)")
+
+
+@command("serve", _configure_serve)
+def serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from framesvc.app import make_app
+
+    settings = settings_from_args(args)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    print("framesvc settings:", flush=True)
+    for key, value in settings.describe().items():
+        print(f"  {key} = {value}", flush=True)
+    app = make_app(settings)
+    web.run_app(app, host=settings.host, port=settings.port, access_log=None,
+                print=lambda msg: print(msg, flush=True))
+    return 0
+
+
+def _load_command_modules() -> None:
+    # Imported for their @command registrations.
+    for name in ("framesvc.commands",):
+        try:
+            __import__(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    _load_command_modules()
+    parser = argparse.ArgumentParser(prog="framesvc", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (configure, _run) in _COMMANDS.items():
+        configure(sub.add_parser(name))
+    args = parser.parse_args(argv)
+    return _COMMANDS[args.command][1](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

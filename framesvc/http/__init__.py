@@ -1,0 +1,1 @@
+"""HTTP layer: parse, authenticate, validate, and answer in CVAT's shapes."""

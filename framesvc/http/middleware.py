@@ -1,0 +1,60 @@
+"""Middlewares every request passes through: request id + log line, and error mapping."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from aiohttp import web
+
+from framesvc.http.errors import ApiError, json_response
+
+log = logging.getLogger("framesvc.access")
+errlog = logging.getLogger("framesvc.error")
+
+
+@web.middleware
+async def request_context(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    """Give each request an id, answer ApiError in CVAT's shape, log one line per request."""
+    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    request["request_id"] = request_id
+    started = time.perf_counter()
+    status = 500
+    size = 0
+    try:
+        try:
+            response = await handler(request)
+        except ApiError as exc:
+            response = exc.response()
+        except web.HTTPException as exc:
+            if exc.status >= 400 and exc.status != 405:
+                response = json_response({"detail": exc.reason}, status=exc.status)
+            elif exc.status == 405:
+                response = json_response(
+                    {"detail": f'Method "{request.method}" not allowed.'},
+                    status=405,
+                    headers={"Allow": exc.headers.get("Allow", "")},
+                )
+            else:
+                raise
+        except Exception:
+            errlog.exception("unhandled error in %s %s [%s]", request.method, request.path,
+                             request_id)
+            response = json_response({"detail": "Internal server error."}, status=500)
+        status = response.status
+        response.headers["X-Request-Id"] = request_id
+        size = response.content_length or 0
+        return response
+    finally:
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        log.info(
+            "%s %s %s %d %dB %.1fms%s",
+            request_id,
+            request.method,
+            request.path_qs,
+            status,
+            size,
+            elapsed_ms,
+            f" cache={request['cache']}" if "cache" in request else "",
+        )

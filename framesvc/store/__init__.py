@@ -1,0 +1,1 @@
+"""Persistent state: the schema, migrations and the queries over them."""

@@ -1,0 +1,300 @@
+"""The relational schema: every table framesvc keeps, as SQLAlchemy Core ``Table`` objects.
+
+Only portable column types are used (no SQLite-only SQL), so the same queries run on
+PostgreSQL.  Changes to this module must come with an Alembic revision in
+``store/migrations/versions``; ``tests/test_store_migrations.py`` checks the two agree.
+
+Frame numbers follow CVAT's three spaces (see ``model/frames.py``):
+``images.frame`` and ``segments.frames`` are *absolute* (source) numbers, while
+``segments.start_frame``/``stop_frame`` and ``data.deleted_frames`` are task-relative.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+TZ = sa.DateTime(timezone=True)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("username", sa.String(150), nullable=False, unique=True),
+    sa.Column("email", sa.String(254), nullable=False, server_default=""),
+    sa.Column("first_name", sa.String(150), nullable=False, server_default=""),
+    sa.Column("last_name", sa.String(150), nullable=False, server_default=""),
+    sa.Column("password_hash", sa.String(255), nullable=False),
+    sa.Column("is_superuser", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("date_joined", TZ, nullable=False),
+    sa.Column("last_login", TZ, nullable=True),
+)
+sa.Index("ix_users_email", users.c.email)
+
+#: DRF-style API token returned by /api/auth/login as ``{"key": ...}`` (``Authorization: Token``).
+auth_tokens = sa.Table(
+    "auth_tokens",
+    metadata,
+    sa.Column("key", sa.String(40), primary_key=True),
+    sa.Column(
+        "user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("created", TZ, nullable=False),
+)
+
+#: Browser/SDK sessions (``sessionid`` cookie) with their never-rotated CSRF token.
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("session_key", sa.String(64), primary_key=True),
+    sa.Column(
+        "user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("created", TZ, nullable=False),
+    sa.Column("expires", TZ, nullable=False),
+)
+
+#: Personal access tokens (``Authorization: Bearer``); only a SHA-256 of the secret is kept.
+access_tokens = sa.Table(
+    "access_tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("name", sa.String(255), nullable=False, server_default=""),
+    sa.Column("digest", sa.String(64), nullable=False, unique=True),
+    sa.Column("created", TZ, nullable=False),
+    sa.Column("expires", TZ, nullable=True),
+    sa.Column("last_used", TZ, nullable=True),
+)
+
+#: Media of one task: how it is numbered, chunked and where it lives.
+data = sa.Table(
+    "data",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("chunk_size", sa.Integer, nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("image_quality", sa.Integer, nullable=False),
+    sa.Column("start_frame", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("stop_frame", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("frame_filter", sa.String(256), nullable=False, server_default=""),
+    sa.Column("compressed_chunk_type", sa.String(32), nullable=False),
+    sa.Column("original_chunk_type", sa.String(32), nullable=False),
+    sa.Column("storage_method", sa.String(16), nullable=False, server_default="cache"),
+    #: "local" (copied under the data dir) or "share" (read in place from the share root).
+    sa.Column("storage", sa.String(16), nullable=False, server_default="local"),
+    sa.Column("sorting_method", sa.String(32), nullable=False),
+    sa.Column("media_type", sa.String(16), nullable=False),
+    #: Directory that image/video paths are relative to.
+    sa.Column("root", sa.Text, nullable=False),
+    #: Bumped whenever served media may change; part of every media cache key.
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("deleted_frames", sa.JSON, nullable=False),
+    sa.Column("created_date", TZ, nullable=False),
+)
+
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("owner_id", sa.Integer, sa.ForeignKey("users.id", ondelete="SET NULL")),
+    sa.Column("assignee_id", sa.Integer, sa.ForeignKey("users.id", ondelete="SET NULL")),
+    sa.Column("assignee_updated_date", TZ, nullable=True),
+    sa.Column("project_id", sa.Integer, nullable=True),
+    sa.Column("bug_tracker", sa.String(2000), nullable=False, server_default=""),
+    sa.Column("subset", sa.String(64), nullable=False, server_default=""),
+    sa.Column("overlap", sa.Integer, nullable=True),
+    sa.Column("segment_size", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("consensus_replicas", sa.Integer, nullable=False, server_default="0"),
+    #: "annotation" | "interpolation" once media is attached; "" before.
+    sa.Column("mode", sa.String(32), nullable=False, server_default=""),
+    sa.Column("dimension", sa.String(2), nullable=False, server_default="2d"),
+    sa.Column("status", sa.String(32), nullable=False, server_default="annotation"),
+    sa.Column("data_id", sa.Integer, sa.ForeignKey("data.id", ondelete="SET NULL")),
+    sa.Column("source_storage", sa.JSON, nullable=True),
+    sa.Column("target_storage", sa.JSON, nullable=True),
+    sa.Column("organization_id", sa.Integer, nullable=True),
+    sa.Column("guide_id", sa.Integer, nullable=True),
+    sa.Column("created_date", TZ, nullable=False),
+    sa.Column("updated_date", TZ, nullable=False),
+)
+sa.Index("ix_tasks_owner_id", tasks.c.owner_id)
+
+labels = sa.Table(
+    "labels",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "task_id", sa.Integer, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("parent_id", sa.Integer, sa.ForeignKey("labels.id", ondelete="CASCADE")),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("color", sa.String(8), nullable=False, server_default=""),
+    sa.Column("type", sa.String(32), nullable=False, server_default="any"),
+    sa.Column("svg", sa.Text, nullable=False, server_default=""),
+    #: List of CVAT attribute specs (id, name, mutable, input_type, default_value, values).
+    sa.Column("attributes", sa.JSON, nullable=False),
+)
+sa.Index("ix_labels_task_id", labels.c.task_id)
+
+#: One row per source image; ``frame`` is the absolute position in the sorted image list.
+images = sa.Table(
+    "images",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "data_id", sa.Integer, sa.ForeignKey("data.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("frame", sa.Integer, nullable=False),
+    #: Path relative to ``data.root`` (forward slashes), as meta's ``name`` reports it.
+    sa.Column("path", sa.Text, nullable=False),
+    #: Width and height after EXIF orientation.
+    sa.Column("width", sa.Integer, nullable=False),
+    sa.Column("height", sa.Integer, nullable=False),
+    sa.Column("orientation", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("format", sa.String(16), nullable=False, server_default=""),
+    sa.Column("mode", sa.String(16), nullable=False, server_default=""),
+    sa.UniqueConstraint("data_id", "frame"),
+)
+
+#: Context images (CVAT's ``related_images/<name>_<ext>/``) of one scene image.
+related_files = sa.Table(
+    "related_files",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "data_id", sa.Integer, sa.ForeignKey("data.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column(
+        "image_id", sa.Integer, sa.ForeignKey("images.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("path", sa.Text, nullable=False),
+)
+sa.Index("ix_related_files_image_id", related_files.c.image_id)
+
+#: The one video of a video task, with the packet index built at ingest.
+videos = sa.Table(
+    "videos",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "data_id",
+        sa.Integer,
+        sa.ForeignKey("data.id", ondelete="CASCADE"),
+        nullable=False,
+        unique=True,
+    ),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("file_size", sa.BigInteger, nullable=False),
+    sa.Column("frame_count", sa.Integer, nullable=False),
+    #: Display size (after rotation).
+    sa.Column("width", sa.Integer, nullable=False),
+    sa.Column("height", sa.Integer, nullable=False),
+    sa.Column("fps", sa.Float, nullable=False),
+    sa.Column("rotation", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("codec", sa.String(32), nullable=False),
+    sa.Column("pix_fmt", sa.String(32), nullable=False, server_default=""),
+    sa.Column("stream_index", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("time_base_num", sa.Integer, nullable=False),
+    sa.Column("time_base_den", sa.Integer, nullable=False),
+    #: The serialized ``media.probe.VideoIndex`` (frame pts and keyframe positions).
+    sa.Column("index_blob", sa.LargeBinary, nullable=False),
+    #: How the index was trusted: "demux" or "decode-verified".
+    sa.Column("index_method", sa.String(32), nullable=False),
+)
+
+#: A contiguous task-relative range, or specific absolute frames (ground truth).
+segments = sa.Table(
+    "segments",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "task_id", sa.Integer, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("start_frame", sa.Integer, nullable=False),
+    sa.Column("stop_frame", sa.Integer, nullable=False),
+    sa.Column("type", sa.String(32), nullable=False, server_default="range"),
+    sa.Column("frames", sa.JSON, nullable=True),
+    sa.Column("chunks_updated_date", TZ, nullable=False),
+)
+sa.Index("ix_segments_task_id", segments.c.task_id)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "segment_id",
+        sa.Integer,
+        sa.ForeignKey("segments.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column(
+        "task_id", sa.Integer, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("type", sa.String(32), nullable=False, server_default="annotation"),
+    sa.Column("parent_job_id", sa.Integer, sa.ForeignKey("jobs.id", ondelete="CASCADE")),
+    sa.Column("assignee_id", sa.Integer, sa.ForeignKey("users.id", ondelete="SET NULL")),
+    sa.Column("assignee_updated_date", TZ, nullable=True),
+    sa.Column("stage", sa.String(32), nullable=False, server_default="annotation"),
+    sa.Column("state", sa.String(32), nullable=False, server_default="new"),
+    sa.Column("created_date", TZ, nullable=False),
+    sa.Column("updated_date", TZ, nullable=False),
+)
+sa.Index("ix_jobs_task_id", jobs.c.task_id)
+sa.Index("ix_jobs_assignee_id", jobs.c.assignee_id)
+
+#: Files received for a task that has no data yet (multipart batches and TUS uploads).
+upload_files = sa.Table(
+    "upload_files",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column(
+        "task_id", sa.Integer, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="SET NULL")),
+    #: Basename given by the client (multipart part filename or TUS metadata).
+    sa.Column("filename", sa.Text, nullable=False),
+    #: "multipart" or "tus"; multipart files come first in the task, as in CVAT.
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("ordinal", sa.Integer, nullable=False),
+    sa.Column("length", sa.BigInteger, nullable=False),
+    sa.Column("offset", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("created", TZ, nullable=False),
+)
+sa.Index("ix_upload_files_task_id", upload_files.c.task_id)
+
+#: Background requests (task creation today), polled at /api/requests/{id}.
+requests = sa.Table(
+    "requests",
+    metadata,
+    sa.Column("id", sa.String(512), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("message", sa.Text, nullable=False, server_default=""),
+    sa.Column("progress", sa.Float, nullable=True),
+    sa.Column("operation_type", sa.String(64), nullable=False),
+    sa.Column("target", sa.String(32), nullable=False),
+    sa.Column("task_id", sa.Integer, nullable=True),
+    sa.Column("job_id", sa.Integer, nullable=True),
+    sa.Column("owner_id", sa.Integer, sa.ForeignKey("users.id", ondelete="SET NULL")),
+    sa.Column("created_date", TZ, nullable=False),
+    sa.Column("started_date", TZ, nullable=True),
+    sa.Column("finished_date", TZ, nullable=True),
+    sa.Column("expiry_date", TZ, nullable=True),
+    sa.Column("result_id", sa.Integer, nullable=True),
+    sa.Column("result_url", sa.Text, nullable=True),
+)
