@@ -75,14 +75,14 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Modules imported for their ``@command`` registrations.
+COMMAND_MODULES: list[str] = [
+]
+
+
 def _load_command_modules() -> None:
-    # Imported for their @command registrations.
-    for name in ("framesvc.commands",):
-        try:
-            __import__(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
+    for name in COMMAND_MODULES:
+        __import__(name)
 
 
 def main(argv: list[str] | None = None) -> int:

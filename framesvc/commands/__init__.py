@@ -1,0 +1,1 @@
+"""CLI sub-commands besides ``serve``; each module registers itself with ``cli.command``."""
