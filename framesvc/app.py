@@ -22,6 +22,9 @@ log = logging.getLogger("framesvc")
 #: list of ``(method, path, handler)``, and may define ``middlewares`` (a list, applied
 #: after the request-context middleware, in this order) and ``async def on_startup(app)``.
 ROUTE_MODULES: list[str] = [
+    "auth",  # first: its middleware identifies the caller for every other module
+    "server",
+    "users",
 ]
 
 
