@@ -77,6 +77,7 @@ def serve(args: argparse.Namespace) -> int:
 
 #: Modules imported for their ``@command`` registrations.
 COMMAND_MODULES: list[str] = [
+    "framesvc.commands.user",
 ]
 
 
@@ -96,4 +97,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Under ``python -m framesvc.cli`` this file is ``__main__``, while command modules
+    # register with the importable ``framesvc.cli``: run that module's ``main``.
+    from framesvc.cli import main as _main
+
+    sys.exit(_main())

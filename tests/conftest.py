@@ -50,8 +50,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(root: Path, extra_env: dict[str, str] | None = None) -> LiveServer:
-    """Start ``framesvc serve`` under ``root`` and wait until it accepts connections."""
+def start_server(
+    root: Path, extra_env: dict[str, str] | None = None, *, admin: bool = True
+) -> LiveServer:
+    """Start ``framesvc serve`` under ``root`` and wait until it accepts connections.
+
+    ``admin=False`` leaves the FRAMESVC_ADMIN_* variables unset (the first-start path).
+    """
     port = free_port()
     data_dir, cache_dir, share_root = root / "data", root / "cache", root / "share"
     for d in (data_dir, cache_dir, share_root):
@@ -65,6 +70,8 @@ def start_server(root: Path, extra_env: dict[str, str] | None = None) -> LiveSer
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if not admin:
+        del env["FRAMESVC_ADMIN_USER"], env["FRAMESVC_ADMIN_PASSWORD"]
     env.update(extra_env or {})
     log_path = root / "server.log"
     log = log_path.open("wb")
