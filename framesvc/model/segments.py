@@ -126,8 +126,8 @@ def plan_segments(
     Starts are ``range(0, size - overlap, seg - overlap)``, each segment is
     ``[start, min(start + seg - 1, size - 1)]``.  Because ``overlap <= seg // 2`` the
     stride is never 0 for ``size >= 1``; consecutive segments share exactly ``overlap``
-    frames except that the last one may be cut short by the end of the task (and may
-    then lie entirely inside its predecessor when the overlap is large, as in CVAT).
+    frames (every segment but the last has full length) and the last one, possibly cut
+    short by the end of the task, still ends past its predecessor.
     """
     seg, ov = segment_params(size, segment_size, overlap, is_video=is_video)
     return [
