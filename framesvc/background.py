@@ -1,0 +1,255 @@
+"""Background requests: long work (task creation) run as asyncio tasks, polled by clients.
+
+CVAT runs such work in RQ workers and exposes it at ``GET /api/requests/{rq_id}``; the
+SDK polls that until ``status`` is ``finished`` (or raises on ``failed`` with the
+request's ``message``).  Here the work is an asyncio task in the server process whose
+blocking steps go to the worker pool, and its state lives in the ``requests`` table,
+so it survives a restart as a record: requests a previous process left ``queued`` or
+``started`` are marked failed at start, and their half-written data is cleaned.
+
+Request ids follow CVAT's readable style (``create:task-5``).  A retry after a failure
+reuses the id: the old row is replaced, while a request still running is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from framesvc.store.db import utcnow
+from framesvc.store.schema import requests
+
+log = logging.getLogger("framesvc.background")
+
+QUEUED, STARTED, FINISHED, FAILED = "queued", "started", "finished", "failed"
+ACTIVE = (QUEUED, STARTED)
+
+OPERATION_CREATE_TASK = "create:task"
+RESTART_MESSAGE = "The request was interrupted by a server restart"
+SHUTDOWN_MESSAGE = "The request was interrupted by a server shutdown"
+
+
+def task_creation_id(task_id: int) -> str:
+    return f"create:task-{task_id}"
+
+
+class Progress(Protocol):
+    """What long work reports to: a fraction in [0, 1] and a short status text."""
+
+    async def __call__(self, fraction: float, message: str = "") -> None: ...
+
+
+class UserFacingError(Exception):
+    """A failure whose message is meant for the client (bad media, bad parameters).
+
+    The runner logs these without a traceback; anything else is logged as a bug.
+    """
+
+
+class RequestConflict(Exception):
+    """The request id is already queued or running."""
+
+
+@dataclass(frozen=True)
+class Operation:
+    type: str
+    target: str
+    task_id: int | None = None
+    job_id: int | None = None
+
+
+Work = Callable[[Progress], Awaitable[int | None]]
+Cleanup = Callable[[sa.Row[Any]], Awaitable[None]]
+
+
+class RequestProgress:
+    """Writes progress to the request row: monotonic, clamped, at most ~4 writes a second."""
+
+    MIN_INTERVAL = 0.25
+
+    def __init__(self, engine: AsyncEngine, rq_id: str) -> None:
+        self.engine = engine
+        self.rq_id = rq_id
+        self.value = 0.0
+        self.message = ""
+        self._last_write = 0.0
+
+    async def __call__(self, fraction: float, message: str = "") -> None:
+        fraction = min(1.0, max(self.value, float(fraction)))
+        changed_message = bool(message) and message != self.message
+        now = time.monotonic()
+        if not changed_message and (
+            fraction == self.value or now - self._last_write < self.MIN_INTERVAL
+        ):
+            self.value = fraction
+            return
+        self.value = fraction
+        if message:
+            self.message = message
+        self._last_write = now
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                sa.update(requests)
+                .where(requests.c.id == self.rq_id, requests.c.status == STARTED)
+                .values(progress=self.value, message=self.message)
+            )
+
+
+class BackgroundRunner:
+    """Starts background requests and keeps track of the ones running in this process."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        #: Ids submitted and not yet done; claimed before the first await of ``submit``
+        #: so two concurrent submissions of one id cannot both start.
+        self._running: dict[str, asyncio.Task[None] | None] = {}
+
+    def is_running(self, rq_id: str) -> bool:
+        return rq_id in self._running
+
+    async def submit(
+        self,
+        rq_id: str,
+        operation: Operation,
+        owner_id: int | None,
+        work: Work,
+        *,
+        on_failure: Callable[[], Awaitable[None]] | None = None,
+    ) -> str:
+        """Record the request as queued and start ``work`` in an asyncio task.
+
+        ``work`` returns the result id (e.g. the task id).  ``on_failure`` runs after an
+        exception or cancellation, before the request is marked failed, to undo
+        partial effects.
+        """
+        if self.is_running(rq_id):
+            raise RequestConflict(rq_id)
+        self._running[rq_id] = None
+        try:
+            async with self.engine.begin() as conn:
+                # A row left by an earlier, finished or failed, attempt is replaced.
+                await conn.execute(sa.delete(requests).where(requests.c.id == rq_id))
+                await conn.execute(
+                    sa.insert(requests).values(
+                        id=rq_id,
+                        status=QUEUED,
+                        message="",
+                        progress=0.0,
+                        operation_type=operation.type,
+                        target=operation.target,
+                        task_id=operation.task_id,
+                        job_id=operation.job_id,
+                        owner_id=owner_id,
+                        created_date=utcnow(),
+                    )
+                )
+        except BaseException:
+            del self._running[rq_id]
+            raise
+        task = asyncio.create_task(self._run(rq_id, work, on_failure), name=f"request {rq_id}")
+        self._running[rq_id] = task
+        task.add_done_callback(lambda _t: self._running.pop(rq_id, None))
+        return rq_id
+
+    async def _set(self, rq_id: str, **values: Any) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(sa.update(requests).where(requests.c.id == rq_id).values(values))
+
+    async def _run(
+        self, rq_id: str, work: Work, on_failure: Callable[[], Awaitable[None]] | None
+    ) -> None:
+        progress = RequestProgress(self.engine, rq_id)
+        try:
+            await self._set(rq_id, status=STARTED, started_date=utcnow())
+            result_id = await work(progress)
+        except asyncio.CancelledError:
+            await self._fail(rq_id, SHUTDOWN_MESSAGE, on_failure, progress.value)
+            raise
+        except Exception as exc:
+            message = str(exc) or type(exc).__name__
+            if not isinstance(exc, UserFacingError):
+                log.exception("background request %s failed", rq_id)
+            else:
+                log.info("background request %s failed: %s", rq_id, message)
+            await self._fail(rq_id, message, on_failure, progress.value)
+        else:
+            await self._set(
+                rq_id,
+                status=FINISHED,
+                progress=1.0,
+                message="",
+                finished_date=utcnow(),
+                result_id=result_id,
+            )
+            log.info("background request %s finished (result %s)", rq_id, result_id)
+
+    async def _fail(
+        self,
+        rq_id: str,
+        message: str,
+        on_failure: Callable[[], Awaitable[None]] | None,
+        progress: float,
+    ) -> None:
+        if on_failure is not None:
+            try:
+                await asyncio.shield(on_failure())
+            except Exception:
+                log.exception("cleanup after request %s failed", rq_id)
+        try:
+            await asyncio.shield(
+                self._set(
+                    rq_id,
+                    status=FAILED,
+                    message=message,
+                    progress=progress,
+                    finished_date=utcnow(),
+                )
+            )
+        except Exception:
+            log.exception("could not record the failure of request %s", rq_id)
+
+    async def recover(self, cleanup: Cleanup | None = None) -> int:
+        """Fail requests left active by a previous process and clean their data.
+
+        Call once at start, before any new request is submitted.  Returns how many
+        requests were recovered.
+        """
+        async with self.engine.begin() as conn:
+            rows = (
+                await conn.execute(sa.select(requests).where(requests.c.status.in_(ACTIVE)))
+            ).all()
+            if rows:
+                await conn.execute(
+                    sa.update(requests)
+                    .where(requests.c.id.in_([r.id for r in rows]))
+                    .values(status=FAILED, message=RESTART_MESSAGE, finished_date=utcnow())
+                )
+        for row in rows:
+            log.warning("request %s was interrupted by a restart; marked failed", row.id)
+            if cleanup is not None:
+                try:
+                    await cleanup(row)
+                except Exception:
+                    log.exception("cleanup of interrupted request %s failed", row.id)
+        return len(rows)
+
+    async def shutdown(self) -> None:
+        """Cancel running requests; each records itself as failed and cleans up."""
+        tasks = [t for t in self._running.values() if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def wait(self, rq_id: str) -> None:
+        """Wait until a request started by this runner is done (tests, the CLI)."""
+        task = self._running.get(rq_id)
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
