@@ -25,6 +25,9 @@ ROUTE_MODULES: list[str] = [
     "auth",  # first: its middleware identifies the caller for every other module
     "server",
     "users",
+    "tasks",
+    "labels",
+    "jobs",
 ]
 
 
