@@ -86,7 +86,7 @@ from framesvc.store.users import (
 log = logging.getLogger("framesvc.auth")
 
 #: ``request[SESSION]`` is the :class:`Session` when the caller came in with a session cookie.
-SESSION = "session"
+SESSION = web.RequestKey("session", Session)
 
 SESSION_COOKIE = "sessionid"
 CSRF_COOKIE = "csrftoken"

@@ -1,0 +1,98 @@
+"""Small HTTP and CLI helpers for the authentication tests (real server, real CLI)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+
+import urllib3
+from conftest import LiveServer
+
+_http = urllib3.PoolManager(retries=False, timeout=30)
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: urllib3.HTTPHeaderDict
+    raw: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.raw)
+
+    def cookies(self) -> dict[str, str]:
+        jar: SimpleCookie = SimpleCookie()
+        for header in self.headers.getlist("Set-Cookie"):
+            jar.load(header)
+        return {name: morsel.value for name, morsel in jar.items()}
+
+    def set_cookie_headers(self) -> list[str]:
+        return self.headers.getlist("Set-Cookie")
+
+
+def call(
+    server: LiveServer,
+    method: str,
+    path: str,
+    *,
+    body: Any = None,
+    raw_body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    cookies: dict[str, str] | None = None,
+) -> Reply:
+    """One request with exactly the headers given (no cookie jar, no retries)."""
+    all_headers = dict(headers or {})
+    data = raw_body
+    if body is not None:
+        data = json.dumps(body).encode()
+        all_headers.setdefault("Content-Type", "application/json")
+    if cookies:
+        all_headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    response = _http.request(method, server.url + path, body=data, headers=all_headers,
+                             redirect=False)
+    return Reply(response.status, response.headers, response.data)
+
+
+def basic(username: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def unique(prefix: str = "user") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+def register(server: LiveServer, username: str, password: str = "pass-Word-123",
+             **extra: str) -> Reply:
+    body = {"username": username, "email": f"{username}@example.com",
+            "password1": password, "password2": password, **extra}
+    return call(server, "POST", "/api/auth/register", body=body)
+
+
+def login(server: LiveServer, username: str, password: str) -> Reply:
+    return call(server, "POST", "/api/auth/login",
+                body={"username": username, "password": password})
+
+
+def cli(server: LiveServer, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """``framesvc <args> --data-dir <the live server's data dir>``, as an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "framesvc.cli", *args, "--data-dir", str(server.data_dir)],
+        input=stdin, capture_output=True, text=True, timeout=120,
+    )
+
+
+def db_execute(server: LiveServer, sql: str, params: tuple[Any, ...] = ()) -> None:
+    """Change the live server's SQLite store directly (what an admin tool would do)."""
+    path: Path = server.data_dir / "framesvc.sqlite3"
+    with sqlite3.connect(path, timeout=30) as conn:
+        conn.execute(sql, params)
