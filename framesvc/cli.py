@@ -78,6 +78,7 @@ def serve(args: argparse.Namespace) -> int:
 #: Modules imported for their ``@command`` registrations.
 COMMAND_MODULES: list[str] = [
     "framesvc.commands.user",
+    "framesvc.commands.cache",
 ]
 
 

@@ -180,12 +180,14 @@ class MediaCache:
         wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
         transient_dir: Path | str | None = None,
         io_threads: int = 4,
+        sweep_on_open: bool = True,
     ) -> None:
         """Open (creating if needed) the cache in ``directory``.
 
         ``size_limit`` None keeps the limit stored in the cache (diskcache's 1 GiB for a
         new one), so that e.g. ``framesvc cache stats`` does not reset the limit the
-        server was started with.
+        server was started with.  ``sweep_on_open`` removes orphans of killed builds
+        now (``stats()`` and ``clear()`` sweep anyway).
         """
         self.directory = Path(directory)
         self.store_dir = self.directory / "store"
@@ -197,9 +199,8 @@ class MediaCache:
         self._locks = StripeLocks(self.directory / "locks")
         settings: dict[str, Any] = {
             "eviction_policy": "least-recently-used",
-            # No culling inside ``set``: we cull after each publication ourselves, with
-            # ``cull()``, which evicts until the volume is under the limit and returns the
-            # count for the eviction metric.
+            # No culling inside ``set``: ``_evict`` runs after each publication, removes
+            # only as much as needed and counts what it removed for the metric.
             "cull_limit": 0,
             "tag_index": True,
             "statistics": False,
@@ -212,7 +213,8 @@ class MediaCache:
         self._executor = ThreadPoolExecutor(max(1, io_threads), thread_name_prefix="framesvc-cache")
         self._inflight: dict[str, _Flight] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self.sweep()
+        if sweep_on_open:
+            self.sweep()
 
     @classmethod
     def from_settings(cls, settings: Any, **kwargs: Any) -> MediaCache:
@@ -545,12 +547,37 @@ class MediaCache:
         return _Anchor(replace(entry, path=staged.stored_path), file)
 
     def _evict(self) -> None:
+        """Evict least recently used entries until the volume is within the size limit.
+
+        Not ``diskcache.Cache.cull()``: that deletes in batches of ten, so one item over
+        the limit throws out up to ten recently used ones.  This removes only as many of
+        the oldest entries as the excess needs.  It uses diskcache's ``Cache`` table and
+        ``_transact`` (which deletes the files after the commit) directly; diskcache is
+        pinned to 5.x, whose schema is stable, and the eviction tests cover it.
+        """
+        cache = self._cache
+        limit = int(cache.size_limit)
+        evicted = 0
         try:
-            evicted = int(self._cache.cull())
-        except diskcache.Timeout as exc:
-            evicted = int(exc.args[0]) if exc.args else 0
+            while (excess := int(cache.volume()) - limit) > 0:
+                with cache._transact() as (sql, cleanup):
+                    rows = sql("SELECT rowid, filename, size FROM Cache"
+                               " ORDER BY access_time LIMIT 64").fetchall()
+                    if not rows:
+                        break
+                    chosen: list[int] = []
+                    for rowid, filename, size in rows:
+                        chosen.append(rowid)
+                        cleanup(filename)
+                        excess -= int(size or 0)
+                        if excess <= 0:
+                            break
+                    marks = ",".join("?" * len(chosen))
+                    sql(f"DELETE FROM Cache WHERE rowid IN ({marks})", chosen)
+                evicted += len(chosen)
+        except diskcache.Timeout:
             log.warning("cache: eviction interrupted by a busy index after %d item(s)", evicted)
         if evicted:
             metrics.CACHE_EVICTIONS.inc(evicted)
-        metrics.CACHE_ENTRIES.set(len(self._cache))
-        metrics.CACHE_BYTES.set(int(self._cache.reset("size")))
+        metrics.CACHE_ENTRIES.set(len(cache))
+        metrics.CACHE_BYTES.set(int(cache.reset("size")))
