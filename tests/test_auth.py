@@ -106,17 +106,25 @@ def test_sdk_password_login_uses_session(server: LiveServer) -> None:
                      credentials=(ADMIN_USER, ADMIN_PASSWORD)) as client:
         cookies = client.api_client.cookies
         assert "sessionid" in cookies and "csrftoken" in cookies
-        session_id = cookies["sessionid"].value
-        csrf = cookies["csrftoken"].value
         me = client.users.retrieve_current_user()
         assert me.username == ADMIN_USER
         assert me.is_superuser and me.groups == ["admin"]
         assert me.last_login is not None
-
-        # The SDK's own request works as is; the same session from a raw client too.
-        reply = call(server, "GET", "/api/users/self", cookies={"sessionid": session_id})
+        # The same session works from a raw client.
+        reply = call(server, "GET", "/api/users/self",
+                     cookies={"sessionid": cookies["sessionid"].value})
         assert reply.status == 200 and reply.json["username"] == ADMIN_USER
 
+
+def test_sdk_logout_ends_the_session(server: LiveServer) -> None:
+    # A fresh user: logout also deletes the user's token key, which other tests' admin
+    # clients may hold.
+    name, _ = new_user(server)
+    with make_client(f"http://{server.host}", port=server.port,
+                     credentials=(name, PASSWORD)) as client:
+        session_id = client.api_client.cookies["sessionid"].value
+        csrf = client.api_client.cookies["csrftoken"].value
+        assert client.users.retrieve_current_user().username == name
         client.logout()
     reply = call(server, "GET", "/api/users/self",
                  cookies={"sessionid": session_id, "csrftoken": csrf})

@@ -335,7 +335,10 @@ middlewares = [authenticate]
 async def read_json_object(request: web.Request) -> dict[str, Any]:
     """The request body as a JSON object (DRF's JSON parser; also accepts an HTML form)."""
     if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        form = await request.post()
+        try:
+            form = await request.post()
+        except ValueError as exc:
+            raise bad_request(f"Form parse error - {exc}") from exc
         return {k: v for k, v in form.items() if isinstance(v, str)}
     raw = await request.read()
     if not raw.strip():
