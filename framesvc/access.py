@@ -1,0 +1,132 @@
+"""Who may see and change which task and job: the visibility basis of every handler.
+
+The rules follow CVAT's sandbox policies (``cvat/apps/engine/rules/tasks.rego`` and
+``jobs.rego``; framesvc has no organizations or projects, so only these remain):
+
+* a superuser sees and may do everything;
+* a **task** is visible to its owner and its assignee ("task staff") - *not* to the
+  assignee of one of its jobs: CVAT's task list filter does not include job assignees,
+  which is why ``JobRead.task_name`` can be null;
+* a **job** is visible to its own assignee and to the staff of its task;
+* changing a task's name, labels, bug tracker, subset, data or annotations ("write") is
+  for task staff; changing its owner or assignee and deleting it ("manage") is for the
+  owner only;
+* changing a job's state or annotations ("write") is for anyone who sees the job;
+  changing its stage or assignee and deleting a GT job ("manage") is for task staff.
+
+Handlers ask through :func:`get_task_for` / :func:`get_job_for`, which answer 404 for
+what the caller may not see (so ids of other people's tasks do not leak) and 403 for
+what the caller sees but may not change.  Lists filter with :func:`visible_tasks` /
+:func:`visible_jobs`, plain WHERE clauses that need no join.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from framesvc.http.errors import forbidden, not_found
+from framesvc.store.schema import jobs, tasks
+from framesvc.store.users import User
+
+
+def _task_staff(user: User) -> sa.ColumnElement[bool]:
+    return sa.or_(tasks.c.owner_id == user.id, tasks.c.assignee_id == user.id)
+
+
+def visible_tasks(user: User) -> sa.ColumnElement[bool]:
+    """WHERE clause over ``schema.tasks`` selecting the tasks ``user`` may see."""
+    if user.is_superuser:
+        return sa.true()
+    return _task_staff(user)
+
+
+def visible_jobs(user: User) -> sa.ColumnElement[bool]:
+    """WHERE clause over ``schema.jobs`` selecting the jobs ``user`` may see.
+
+    Written as a subquery on ``tasks`` so callers need no join of their own.
+    """
+    if user.is_superuser:
+        return sa.true()
+    staff_tasks = sa.select(tasks.c.id).where(_task_staff(user))
+    return sa.or_(jobs.c.assignee_id == user.id, jobs.c.task_id.in_(staff_tasks))
+
+
+# Predicates over already loaded rows (anything with the columns as attributes).
+
+
+def is_task_staff(user: User, task: Any) -> bool:
+    return user.is_superuser or user.id in (task.owner_id, task.assignee_id)
+
+
+def can_view_task(user: User, task: Any) -> bool:
+    return is_task_staff(user, task)
+
+
+def can_write_task(user: User, task: Any) -> bool:
+    return is_task_staff(user, task)
+
+
+def can_manage_task(user: User, task: Any) -> bool:
+    return user.is_superuser or task.owner_id == user.id
+
+
+def can_view_job(user: User, job: Any, task: Any) -> bool:
+    return is_task_staff(user, task) or job.assignee_id == user.id
+
+
+def can_manage_job(user: User, task: Any) -> bool:
+    return is_task_staff(user, task)
+
+
+async def get_task_for(
+    conn: AsyncConnection,
+    user: User,
+    task_id: int,
+    *,
+    write: bool = False,
+    manage: bool = False,
+) -> sa.Row[Any]:
+    """The ``tasks`` row of ``task_id`` if ``user`` may see it (and write/manage it).
+
+    404 ``{"detail": "Not found."}`` if it does not exist or is invisible to ``user``;
+    403 if visible but ``write`` (task staff) or ``manage`` (owner) is not allowed.
+    """
+    row = (await conn.execute(sa.select(tasks).where(tasks.c.id == task_id))).first()
+    if row is None or not can_view_task(user, row):
+        raise not_found()
+    if write and not can_write_task(user, row):
+        raise forbidden()
+    if manage and not can_manage_task(user, row):
+        raise forbidden()
+    return row
+
+
+async def get_job_for(
+    conn: AsyncConnection,
+    user: User,
+    job_id: int,
+    *,
+    write: bool = False,
+    manage: bool = False,
+) -> sa.Row[Any]:
+    """The ``jobs`` row of ``job_id`` if ``user`` may see it (and write/manage it).
+
+    ``write`` (state, annotations, meta) is allowed to whoever sees the job;
+    ``manage`` (stage, assignee, deletion) needs task staff, else 403.
+    """
+    row = (await conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).first()
+    if row is None:
+        raise not_found()
+    task = (
+        await conn.execute(
+            sa.select(tasks.c.owner_id, tasks.c.assignee_id).where(tasks.c.id == row.task_id)
+        )
+    ).first()
+    if task is None or not can_view_job(user, row, task):
+        raise not_found()
+    if manage and not can_manage_job(user, task):
+        raise forbidden()
+    return row
