@@ -51,6 +51,9 @@ class Settings:
     max_archive_bytes: int = 50 * GiB
     max_archive_ratio: int = 200
     max_video_frames: int = 10_000_000
+    #: Job chunks built ahead of the one a client just fetched (i+1..i+k), at low
+    #: priority: only while the worker pool has a free worker; 0 disables prefetching.
+    prefetch_chunks: int = 2
     log_level: str = "INFO"
 
     @property
