@@ -31,6 +31,10 @@ from framesvc.http.errors import forbidden, not_found
 from framesvc.store.schema import jobs, tasks
 from framesvc.store.users import User
 
+#: Ids are 64-bit; a larger number in a URL cannot name a row (and would make the
+#: database driver raise), so it is simply not found.
+MAX_ID = 2**63 - 1
+
 
 def _task_staff(user: User) -> sa.ColumnElement[bool]:
     return sa.or_(tasks.c.owner_id == user.id, tasks.c.assignee_id == user.id)
@@ -94,6 +98,8 @@ async def get_task_for(
     404 ``{"detail": "Not found."}`` if it does not exist or is invisible to ``user``;
     403 if visible but ``write`` (task staff) or ``manage`` (owner) is not allowed.
     """
+    if not 0 < task_id <= MAX_ID:
+        raise not_found()
     row = (await conn.execute(sa.select(tasks).where(tasks.c.id == task_id))).first()
     if row is None or not can_view_task(user, row):
         raise not_found()
@@ -117,6 +123,8 @@ async def get_job_for(
     ``write`` (state, annotations, meta) is allowed to whoever sees the job;
     ``manage`` (stage, assignee, deletion) needs task staff, else 403.
     """
+    if not 0 < job_id <= MAX_ID:
+        raise not_found()
     row = (await conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).first()
     if row is None:
         raise not_found()

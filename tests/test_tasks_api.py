@@ -323,3 +323,22 @@ def test_owner_who_is_not_admin_manages_own_task(server: LiveServer) -> None:
 def test_tasks_need_authentication(server: LiveServer) -> None:
     assert call(server, "GET", "/api/tasks").status == 401
     assert call(server, "POST", "/api/tasks", body={"name": "x"}).status == 401
+
+
+def test_out_of_range_numbers_are_client_errors(server: LiveServer) -> None:
+    """Ids beyond 64 bits cannot be stored; they must be 404/400, never a 500."""
+    task = create_raw(server, {"name": unique("big-")}).json
+    huge = "99999999999999999999"
+    for path in (f"/api/tasks/{huge}", f"/api/jobs/{huge}", f"/api/labels/{huge}"):
+        assert admin_call(server, "GET", path).status == 404, path
+    for query in (f"/api/tasks?id={huge}", f"/api/jobs?task_id={huge}",
+                  f"/api/labels?task_id={huge}",
+                  "/api/tasks?filter=" + quote(f'{{"==":[{{"var":"id"}},{huge}]}}')):
+        assert admin_call(server, "GET", query).status == 400, query
+    for body in ({"owner_id": int(huge)}, {"labels": [{"id": int(huge), "name": "q"}]}):
+        reply = admin_call(server, "PATCH", f"/api/tasks/{task['id']}", body)
+        assert reply.status == 400, body
+    reply = create_raw(server, {"name": "x", "labels": [{"name": "a", "attributes": [
+        {"name": "q", "mutable": True, "input_type": "select", "values": ["ok", None]}]}]})
+    assert reply.json == {"labels": [{"attributes": [
+        {"values": {"1": ["This field may not be null."]}}]}]}

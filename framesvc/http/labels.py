@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from aiohttp import web
 
-from framesvc.access import get_job_for, get_task_for, visible_tasks
+from framesvc.access import MAX_ID, get_job_for, get_task_for, visible_tasks
 from framesvc.app import services
 from framesvc.http.context import current_user
 from framesvc.http.errors import ApiError, bad_request, json_response, not_found
@@ -51,10 +51,17 @@ from framesvc.store.users import User
 
 
 def _values(value: Any) -> list[str]:
-    return [
-        char_field(v, max_length=200, allow_blank=True) or ""  # type: ignore[misc]
-        for v in list_field(value)
-    ]
+    """A list of strings; DRF reports a bad item under its index."""
+    out: list[str] = []
+    errors: dict[str, Any] = {}
+    for index, item in enumerate(list_field(value)):
+        try:
+            out.append(char_field(item, max_length=200, allow_blank=True) or "")
+        except Invalid as exc:
+            errors[str(index)] = exc.detail
+    if errors:
+        raise Invalid(errors)
+    return out
 
 
 def parse_attribute(payload: Any, *, creating: bool) -> AttributeInput:
@@ -197,7 +204,7 @@ async def list_labels(request: web.Request) -> web.Response:
 
 
 async def _label_for(conn: Any, user: User, label_id: int, *, write: bool) -> Any:
-    row = await get_label(conn, label_id)
+    row = await get_label(conn, label_id) if 0 < label_id <= MAX_ID else None
     if row is None:
         raise not_found()
     assigned = (

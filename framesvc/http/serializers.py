@@ -261,6 +261,8 @@ async def serialize_labels(conn: AsyncConnection, rows: Sequence[Any]) -> list[d
 # ``{"field": ["This field is required."]}``, nested lists for list fields.
 
 REQUIRED = "This field is required."
+#: Largest integer a database id or count column holds (64-bit signed).
+MAX_INT = 2**63 - 1
 NOT_NULL = "This field may not be null."
 
 
@@ -324,9 +326,12 @@ def int_field(
         number = int(value.strip())
     else:
         raise Invalid(["A valid integer is required."])
-    if min_value is not None and number < min_value:
+    # Beyond 64 bits no row can match and the database driver would raise.
+    min_value = max(min_value, -MAX_INT) if min_value is not None else -MAX_INT
+    max_value = min(max_value, MAX_INT) if max_value is not None else MAX_INT
+    if number < min_value:
         raise Invalid([f"Ensure this value is greater than or equal to {min_value}."])
-    if max_value is not None and number > max_value:
+    if number > max_value:
         raise Invalid([f"Ensure this value is less than or equal to {max_value}."])
     return number
 

@@ -30,6 +30,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+#: Integers beyond 64 bits cannot be stored, so comparing with them is a 400.
+MAX_INT = 2**63 - 1
+
 
 class ListQueryError(ValueError):
     """A bad list parameter; ``body`` is the CVAT-shaped 400 body."""
@@ -82,7 +85,10 @@ def coerce(name: str, expr: sa.ColumnElement[Any], value: Any) -> Any:
                 raise ValueError(value)
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
-            return int(value)
+            number = int(value)
+            if not -MAX_INT - 1 <= number <= MAX_INT:
+                raise ValueError(value)
+            return number
         if python_type is dt.datetime:
             return _parse_datetime(str(value))
         if python_type is bool:
