@@ -161,11 +161,12 @@ class StreamSink:
         self._buffer = bytearray()
 
     async def feed(self, chunk: bytes) -> None:
-        if self.written + len(self._buffer) + len(chunk) > self.limit:
+        room = self.limit - self.written - len(self._buffer)
+        if len(chunk) > room:
+            # Keep what fits (a TUS client resumes from the offset it is told).
+            self._buffer += chunk[: max(room, 0)]
             await self.flush()
-            raise UploadTooLarge(
-                f"The upload is larger than the allowed {self.limit} bytes"
-            )
+            raise UploadTooLarge(f"The upload is larger than the allowed {self.limit} bytes")
         self._buffer += chunk
         if len(self._buffer) >= WRITE_BUFFER:
             await self.flush()
