@@ -28,6 +28,8 @@ ROUTE_MODULES: list[str] = [
     "tasks",
     "labels",
     "jobs",
+    "requests",
+    "uploads",
 ]
 
 

@@ -79,6 +79,7 @@ def serve(args: argparse.Namespace) -> int:
 COMMAND_MODULES: list[str] = [
     "framesvc.commands.user",
     "framesvc.commands.cache",
+    "framesvc.commands.ingest",
 ]
 
 
