@@ -13,13 +13,12 @@ import asyncio
 import datetime as dt
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
 from authutil import basic, call, register, unique
-from conftest import LiveServer
 from cvat_sdk import make_client
 
 from framesvc.model.segments import SegmentSpec, plan_segments
@@ -27,6 +26,9 @@ from framesvc.store.db import create_engine
 from framesvc.store.jobs import create_segments_and_jobs
 from framesvc.store.media import DataRecord, insert_data
 from framesvc.store.schema import jobs, tasks
+
+if TYPE_CHECKING:  # conftest is not importable when another conftest.py shadows it
+    from conftest import LiveServer
 
 T = TypeVar("T")
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from authutil import basic, call, unique
-from conftest import LiveServer
 from cvat_sdk import make_client, models
 from test_jobs_read import ADMIN, admin_call, attach_data, new_user
+
+if TYPE_CHECKING:  # conftest is not importable when another conftest.py shadows it
+    from conftest import LiveServer
 
 HEX_COLOR = re.compile(r"^#[0-9a-f]{6}$")
 

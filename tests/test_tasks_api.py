@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import pytest
 from authutil import basic, call, unique
-from conftest import LiveServer
 from cvat_sdk import make_client, models
 from cvat_sdk.api_client.exceptions import NotFoundException
 from test_jobs_read import ADMIN, admin_call, attach_data, new_user
+
+if TYPE_CHECKING:  # conftest is not importable when another conftest.py shadows it
+    from conftest import LiveServer
 
 TASK_READ_KEYS = {
     "url", "id", "name", "project_id", "project_name", "mode", "owner", "assignee",
