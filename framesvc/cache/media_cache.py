@@ -48,6 +48,7 @@ import os
 import sqlite3
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -168,8 +169,9 @@ class MediaCache:
     """A size-limited LRU cache of media items stored as files; see the module docstring.
 
     The constructor and the synchronous methods (``stats``, ``clear``, ``delete``,
-    ``invalidate``, ``sweep``, ``contains``) do blocking I/O: call them at startup, from the CLI, or
-    through a worker pool.  ``get`` and ``get_or_build`` are for the event loop.
+    ``invalidate``, ``sweep``, ``repair``, ``contains``) do blocking I/O: call them at
+    startup, from the CLI, or through a worker pool.  ``get`` and ``get_or_build`` are
+    for the event loop.
     """
 
     def __init__(
@@ -264,7 +266,10 @@ class MediaCache:
         if flight is None:
             flight = _Flight(asyncio.get_running_loop().create_future())
             self._inflight[key] = flight
-            task = asyncio.create_task(self._fly(key, build, pool, tag, flight, wait))
+            # The build serves every joiner, so it waits for a lock as long as the most
+            # patient caller may, not just as long as the one that happened to start it.
+            patience = max(wait, self.wait_timeout)
+            task = asyncio.create_task(self._fly(key, build, pool, tag, flight, patience))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         else:
@@ -304,6 +309,25 @@ class MediaCache:
                      self.staging_dir)
             metrics.CACHE_ORPHANS_REMOVED.inc(removed)
         return removed
+
+    def repair(self) -> int:
+        """Reconcile the index with the files; returns the number of problems fixed.
+
+        The one inconsistency a crash can leave is a file renamed into the store whose
+        row was never committed (killed between the two); it is invisible to readers and
+        only wastes space.  This runs diskcache's full check (walks every file), so it is
+        for maintenance, not for every start.
+        """
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")  # report repeats too, not once per location
+            found = self._cache.check(fix=True, retry=True)
+        # Empty sub-directories are reported too (pruned bottom-up over two runs); they
+        # are housekeeping, not problems.
+        problems = [str(w.message) for w in found
+                    if not str(w.message).startswith("empty directory")]
+        for message in problems:
+            log.warning("cache: repaired: %s", message)
+        return len(problems)
 
     def stats(self) -> CacheStats:
         removed = self.sweep()

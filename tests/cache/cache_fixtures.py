@@ -1,4 +1,9 @@
-"""Fixtures for the media cache tests: a real worker pool and a cache in a temp dir."""
+"""Fixtures for the media cache tests: a real worker pool and a cache in a temp dir.
+
+Not a ``conftest.py``: the suite's root conftest is imported as the module ``conftest``
+(tests do ``from conftest import LiveServer``), and a second ``conftest.py`` here would
+take that name.  Test modules import the fixtures below explicitly instead.
+"""
 
 from __future__ import annotations
 
@@ -14,15 +19,15 @@ from framesvc.workers import WorkerPool
 MiB = 1024 * 1024
 
 
-@pytest.fixture
-def pool() -> Iterator[WorkerPool]:
+@pytest.fixture(name="pool")
+def pool_fixture() -> Iterator[WorkerPool]:
     workers = WorkerPool(4)
     yield workers
     workers.shutdown()
 
 
-@pytest.fixture
-async def cache(tmp_path: Path) -> AsyncIterator[MediaCache]:
+@pytest.fixture(name="cache")
+async def cache_fixture(tmp_path: Path) -> AsyncIterator[MediaCache]:
     media_cache = MediaCache(tmp_path / "cache", 64 * MiB,
                              transient_dir=tmp_path / "transient")
     (tmp_path / "transient").mkdir()
@@ -47,6 +52,6 @@ class MetricDeltas:
         return self._read(name) - self._start[name]
 
 
-@pytest.fixture
-def deltas() -> MetricDeltas:
+@pytest.fixture(name="deltas")
+def deltas_fixture() -> MetricDeltas:
     return MetricDeltas()

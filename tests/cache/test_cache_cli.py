@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import BinaryIO
 
+from cache_fixtures import pool_fixture  # noqa: F401 (fixtures)
 from cache_procs import payload
 
 from framesvc.cache import ItemMeta, MediaCache

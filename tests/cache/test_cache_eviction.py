@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import BinaryIO
 
+from cache_fixtures import deltas_fixture, pool_fixture  # noqa: F401 (fixtures)
 from cache_procs import payload
 
 from framesvc import metrics

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import BinaryIO
 
+from cache_fixtures import cache_fixture, pool_fixture  # noqa: F401 (fixtures)
+
 from framesvc import metrics
 from framesvc.cache import ItemMeta, MediaCache
 from framesvc.workers import WorkerPool

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import cache_procs
+from cache_fixtures import deltas_fixture, pool_fixture  # noqa: F401 (fixtures)
 from cache_procs import payload
 
 from framesvc.cache import ItemMeta, MediaCache
@@ -103,3 +104,26 @@ async def test_writer_killed_mid_build_leaves_no_truncated_entry(
         assert fresh.stats().staging_files == 0
     finally:
         await fresh.aclose()
+
+
+async def test_repair_removes_a_file_published_without_its_row(
+    tmp_path: Path, pool: WorkerPool
+) -> None:
+    """A writer killed between the rename into the store and the commit leaves such a file."""
+    cache = MediaCache(tmp_path / "cache", 10_000_000)
+    try:
+        def build(out: BinaryIO) -> ItemMeta:
+            out.write(b"kept")
+            return ItemMeta("text/plain")
+
+        (await cache.get_or_build("kept", build, pool)).close()
+        stray = cache.store_dir / "ab" / "cd" / "0123456789abcdef0123456789ab.val"
+        stray.parent.mkdir(parents=True, exist_ok=True)
+        stray.write_bytes(b"never committed")
+        assert cache.repair() >= 1
+        assert not stray.exists()
+        with await cache.get_or_build("kept", build, pool) as item:
+            assert item.file.read() == b"kept"
+        assert cache.repair() == 0, "repair is idempotent"
+    finally:
+        await cache.aclose()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
+from cache_fixtures import cache_fixture, deltas_fixture, pool_fixture  # noqa: F401 (fixtures)
 from cache_procs import payload
 
 from framesvc.cache import CacheTimeout, ItemMeta, MediaCache, make_etag
