@@ -282,8 +282,9 @@ class VideoIndex:
     * ``keyframes`` are frame numbers a reader may seek to: ``container.seek(pts,
       stream=s)`` (backward, keyframes only) followed by decoding yields frame ``k``
       (pts ``frame_pts[k]``) first, then the following frames in order.  ``0`` is
-      always present; for frame 0 a reader may equally decode a fresh container from
-      the start of the file.
+      always present and always reachable by decoding a fresh container from the
+      start of the file; in a decode-verified index it may not be reachable by a
+      seek (MPEG-TS seeks by timestamp search, not to keyframes).
     * ``synthetic_pts``: the stream carries no timestamps at all (raw elementary
       streams); ``frame_pts`` are then output indices ``0..n-1`` and ``keyframes`` is
       ``[0]``: readers decode from the start and count frames.
