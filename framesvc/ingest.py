@@ -70,6 +70,7 @@ from framesvc.store.media import (
     insert_video,
 )
 from framesvc.store.schema import jobs, segments, tasks, upload_files
+from framesvc.uploads import remove_session_files
 from framesvc.workers import WorkerPool
 
 log = logging.getLogger("framesvc.ingest")
@@ -362,7 +363,7 @@ def resolve_share_path(share_root: Path | None, relative: str) -> Path:
     if not relative or "\x00" in relative:
         raise InvalidParams({"server_files": [f"Bad file path: {relative!r}"]})
     pure = PurePosixPath(relative.replace("\\", "/"))
-    if pure.is_absolute() or relative.startswith(("/", "\\")) or ":" in pure.parts[0]:
+    if pure.is_absolute() or re.match(r"^[A-Za-z]:", relative):
         raise InvalidParams({"server_files": [f"Bad file path: {relative} (absolute paths are "
                                               "not allowed; paths are relative to the share)"]})
     if ".." in pure.parts:
@@ -449,8 +450,6 @@ async def discard_failed_ingest(env: IngestEnv, task_id: int) -> None:
 
     Does nothing to a task that has data (a finished ingest is never undone).
     """
-    from framesvc.uploads import remove_session_files
-
     async with env.engine.begin() as conn:
         data_id = (
             await conn.execute(sa.select(tasks.c.data_id).where(tasks.c.id == task_id))
@@ -835,6 +834,8 @@ async def _commit(
             .order_by(jobs.c.id)
         )
         summaries = [JobSummary(r.id, r.type, r.start_frame, r.stop_frame) for r in rows]
+    # The session's files were moved into the task; drop its (now empty) directory.
+    await env.pool.run(remove_session_files, env.settings, inp.task_id)
     log.info("task %s: %s frames of %s media attached (data %s, %s jobs)",
              inp.task_id, data.size, data.media_type, data_id, len(summaries))
     return IngestResult(

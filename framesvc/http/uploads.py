@@ -312,6 +312,8 @@ async def tus_patch(request: web.Request) -> web.StreamResponse:
     if request.content_length is not None and request.content_length > settings.max_request_bytes:
         raise ApiError(413, [f"A chunk may not exceed {settings.max_request_bytes} bytes"],
                        _tus_headers(settings))
+    if runner(svc).is_running(task_creation_id(task.id)):
+        raise ApiError(409, [IN_PROGRESS], _tus_headers(settings))
     async with _file_lock(svc, record.id):
         async with svc.engine.connect() as conn:
             current = await uploads.get_file(conn, task.id, record.id)
@@ -327,6 +329,9 @@ async def tus_patch(request: web.Request) -> web.StreamResponse:
             await sink.copy(lambda: request.content.read(READ_CHUNK))
         except uploads.UploadError as exc:
             raise _upload_error(exc, _tus_headers(settings)) from exc
+        except FileNotFoundError:
+            # The session was reset (Upload-Start) while this chunk was arriving.
+            raise ApiError(404, {"detail": "Not found."}, _tus_headers(settings)) from None
         finally:
             # Whatever arrived counts, also when the body broke off (TUS resumes there).
             async with svc.engine.begin() as conn:
