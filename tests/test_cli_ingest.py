@@ -8,9 +8,13 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from authutil import basic, call
-from conftest import LiveServer
+from mediagen import write_image, write_video
+
+if TYPE_CHECKING:  # conftest is not importable when another conftest.py shadows it
+    from conftest import LiveServer
 
 
 def ingest(server: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
@@ -97,40 +101,16 @@ def test_bad_arguments(server, tmp_path) -> None:
     assert "does not exist" in done.stderr
 
 
-# -- media generated in the test (small PNGs, a short H.264 clip) ---------------------------
+# -- thin wrappers over the shared generators in tests/mediagen.py ------------------------
 
 
 def make_images(
     folder: Path, count: int, *, size: tuple[int, int], names: list[str] | None = None
 ) -> list[Path]:
-    """``count`` distinct PNG images of ``size`` in ``folder`` (``img_000.png``... by default)."""
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
+    """``count`` numbered pattern images in ``folder`` (``img_000.png``... by default)."""
     names = names or [f"img_{i:03d}.png" for i in range(count)]
-    paths = []
-    for i, name in enumerate(names[:count]):
-        path = folder / name
-        Image.new("RGB", size, ((i * 37) % 256, (i * 91) % 256, (i * 53) % 256)).save(path)
-        paths.append(path)
-    return paths
+    return [write_image(folder / name, i, size) for i, name in enumerate(names[:count])]
 
 
-def make_video(path: Path, *, frames: int, size: tuple[int, int], fps: int = 25) -> Path:
-    """An H.264 MP4 of ``frames`` frames whose colour changes every frame."""
-    import av
-    import numpy as np
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"g": "10", "preset": "ultrafast"}
-        for i in range(frames):
-            array = np.full((size[1], size[0], 3), (i * 8) % 256, dtype=np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+def make_video(path: Path, *, frames: int, size: tuple[int, int]) -> Path:
+    return write_video(path, codec="libx264", frames=frames, size=size)

@@ -3,17 +3,17 @@ and the same task then accepts a valid upload."""
 
 from __future__ import annotations
 
-import io
 import sqlite3
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import mediagen
 import pytest
 from authutil import basic, call
 from conftest import LiveServer, start_server, stop_server
 from cvat_sdk.core.exceptions import BackgroundRequestException
+from mediagen import write_image, write_video
 
 POLL = 0.05
 
@@ -40,8 +40,7 @@ def _two_videos(d: Path) -> tuple[list[Path], str]:
 
 
 def _not_media(d: Path) -> tuple[list[Path], str]:
-    (d / "notes.txt").write_text("this is not an image")
-    return [*make_images(d, 1, size=(16, 16)), d / "notes.txt"], "notes.txt"
+    return [*make_images(d, 1, size=(16, 16)), mediagen.not_media(d, "notes.txt")], "notes.txt"
 
 
 def _empty_file(d: Path) -> tuple[list[Path], str]:
@@ -50,38 +49,23 @@ def _empty_file(d: Path) -> tuple[list[Path], str]:
 
 
 def _corrupt_image(d: Path) -> tuple[list[Path], str]:
-    (d / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
-    return [*make_images(d, 1, size=(16, 16)), d / "garbage.png"], "garbage.png"
+    return [*make_images(d, 1, size=(16, 16)), mediagen.corrupt_jpeg(d)], "corrupt.jpg"
 
 
 def _truncated_jpeg(d: Path) -> tuple[list[Path], str]:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.effect_noise((64, 48), 50).convert("RGB").save(buf, "JPEG", quality=90)
-    (d / "cut.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
-    return [*make_images(d, 1, size=(16, 16)), d / "cut.jpg"], "cut.jpg"
+    return [*make_images(d, 1, size=(16, 16)), mediagen.truncated_jpeg(d)], "truncated.jpg"
 
 
 def _truncated_video(d: Path) -> tuple[list[Path], str]:
-    video = make_video(d / "full.mp4", frames=30, size=(64, 48))
-    data = video.read_bytes()
-    (d / "cut.mp4").write_bytes(data[: len(data) // 3])
-    return [d / "cut.mp4"], "cut.mp4"
+    return [mediagen.truncated_mp4(d / "v", faststart=False)], "truncated_plain.mp4"
 
 
-def _path_traversal_zip(d: Path) -> tuple[list[Path], str]:
-    png = make_images(d / "src", 1, size=(16, 16))[0].read_bytes()
-    with zipfile.ZipFile(d / "evil.zip", "w") as zf:
-        zf.writestr("ok.png", png)
-        zf.writestr("../escaped.png", png)
-    return [d / "evil.zip"], "escaped.png"
+def _only(make: Callable[[Path], Path]) -> Callable[[Path], tuple[list[Path], str]]:
+    def case(d: Path) -> tuple[list[Path], str]:
+        path = make(d)
+        return [path], path.name
 
-
-def _zip_bomb(d: Path) -> tuple[list[Path], str]:
-    with zipfile.ZipFile(d / "bomb.zip", "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("zeros.png", b"\0" * (64 * 2**20))
-    return [d / "bomb.zip"], "bomb.zip"
+    return case
 
 
 CASES: dict[str, Callable[[Path], tuple[list[Path], str]]] = {
@@ -92,8 +76,12 @@ CASES: dict[str, Callable[[Path], tuple[list[Path], str]]] = {
     "a corrupt image": _corrupt_image,
     "a truncated jpeg": _truncated_jpeg,
     "a truncated video": _truncated_video,
-    "an archive escaping its folder": _path_traversal_zip,
-    "a zip bomb": _zip_bomb,
+    "a zip escaping its folder": _only(mediagen.zip_slip),
+    "a zip with an absolute path": _only(mediagen.zip_absolute),
+    "a zip with a symlink": _only(mediagen.zip_symlink),
+    "a tar escaping its folder": _only(mediagen.tar_slip),
+    "a tar with a hard link": _only(mediagen.tar_hardlink),
+    "a zip bomb": _only(mediagen.zip_bomb),
 }
 
 
@@ -103,7 +91,10 @@ def assert_no_leftovers(server: LiveServer, task_id: int) -> None:
     assert rows(server, "SELECT COUNT(*) FROM upload_files WHERE task_id = ?", (task_id,)) == [(0,)]
     assert not (server.data_dir / "tasks" / str(task_id)).exists()
     assert not any((server.data_dir / "uploads" / str(task_id)).glob("*"))
-    assert not (server.share_root.parent / "escaped.png").exists()
+    for escaped in ("evil.txt", "framesvc_evil.txt"):
+        assert not (server.data_dir / "tasks" / escaped).exists()
+        assert not (server.data_dir / "tasks" / str(task_id) / escaped).exists()
+    assert not Path("/tmp/framesvc_evil.txt").exists()
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -191,40 +182,16 @@ def test_interrupted_request_is_failed_after_restart(tmp_path) -> None:
         stop_server(server)
 
 
-# -- media generated in the test (small PNGs, a short H.264 clip) ---------------------------
+# -- thin wrappers over the shared generators in tests/mediagen.py ------------------------
 
 
 def make_images(
     folder: Path, count: int, *, size: tuple[int, int], names: list[str] | None = None
 ) -> list[Path]:
-    """``count`` distinct PNG images of ``size`` in ``folder`` (``img_000.png``... by default)."""
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
+    """``count`` numbered pattern images in ``folder`` (``img_000.png``... by default)."""
     names = names or [f"img_{i:03d}.png" for i in range(count)]
-    paths = []
-    for i, name in enumerate(names[:count]):
-        path = folder / name
-        Image.new("RGB", size, ((i * 37) % 256, (i * 91) % 256, (i * 53) % 256)).save(path)
-        paths.append(path)
-    return paths
+    return [write_image(folder / name, i, size) for i, name in enumerate(names[:count])]
 
 
-def make_video(path: Path, *, frames: int, size: tuple[int, int], fps: int = 25) -> Path:
-    """An H.264 MP4 of ``frames`` frames whose colour changes every frame."""
-    import av
-    import numpy as np
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"g": "10", "preset": "ultrafast"}
-        for i in range(frames):
-            array = np.full((size[1], size[0], 3), (i * 8) % 256, dtype=np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+def make_video(path: Path, *, frames: int, size: tuple[int, int]) -> Path:
+    return write_video(path, codec="libx264", frames=frames, size=size)

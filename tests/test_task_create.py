@@ -12,13 +12,17 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import mediagen
 import pytest
 from authutil import basic, call, register, unique
-from conftest import LiveServer
 from cvat_sdk.core.exceptions import BackgroundRequestException
 from cvat_sdk.core.proxies.tasks import ResourceType
+from mediagen import write_image, write_video
+
+if TYPE_CHECKING:  # conftest is not importable when another conftest.py shadows it
+    from conftest import LiveServer
 
 POLL = 0.05
 
@@ -432,40 +436,58 @@ def test_cvat_cli_task_create_and_ls(server, tmp_path) -> None:
     assert str(task_id) in listed.stdout.split()
 
 
-# -- media generated in the test (small PNGs, a short H.264 clip) ---------------------------
+# -- thin wrappers over the shared generators in tests/mediagen.py ------------------------
 
 
 def make_images(
     folder: Path, count: int, *, size: tuple[int, int], names: list[str] | None = None
 ) -> list[Path]:
-    """``count`` distinct PNG images of ``size`` in ``folder`` (``img_000.png``... by default)."""
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
+    """``count`` numbered pattern images in ``folder`` (``img_000.png``... by default)."""
     names = names or [f"img_{i:03d}.png" for i in range(count)]
-    paths = []
-    for i, name in enumerate(names[:count]):
-        path = folder / name
-        Image.new("RGB", size, ((i * 37) % 256, (i * 91) % 256, (i * 53) % 256)).save(path)
-        paths.append(path)
-    return paths
+    return [write_image(folder / name, i, size) for i, name in enumerate(names[:count])]
 
 
-def make_video(path: Path, *, frames: int, size: tuple[int, int], fps: int = 25) -> Path:
-    """An H.264 MP4 of ``frames`` frames whose colour changes every frame."""
-    import av
-    import numpy as np
+def make_video(path: Path, *, frames: int, size: tuple[int, int]) -> Path:
+    return write_video(path, codec="libx264", frames=frames, size=size)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"g": "10", "preset": "ultrafast"}
-        for i in range(frames):
-            array = np.full((size[1], size[0], 3), (i * 8) % 256, dtype=np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+
+def related_rows(server: LiveServer, task_id: int) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for image, related in db(
+        server,
+        "SELECT i.path, r.path FROM images i JOIN tasks t ON t.data_id = i.data_id "
+        "LEFT JOIN related_files r ON r.image_id = i.id WHERE t.id = ? ORDER BY i.frame, r.path",
+        (task_id,),
+    ):
+        out.setdefault(image, [])
+        if related is not None:
+            out[image].append(related)
+    return out
+
+
+def test_archive_with_context_images(client, server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    tree = mediagen.related_tree(tmp_path)
+    archive = mediagen.zip_of_tree(tree, tmp_path / "scenes.zip")
+    task = client.tasks.create_from_data(
+        spec={"name": "related", "labels": [{"name": "car"}]},
+        resources=[archive], data_params={"image_quality": 70},
+    )
+    assert task.size == len(mediagen.RELATED_TREE_SCENES)
+    assert related_rows(server, task.id) == mediagen.RELATED_TREE_SCENES
+    raw = server.data_dir / "tasks" / str(task.id) / "raw"
+    assert not (raw / "scenes.zip").exists()  # extracted, then dropped
+    assert (raw / "scene" / "a.png").is_file()
+
+
+def test_share_directory_with_context_images_in_place(client, server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    base = server.share_root / unique("tree")
+    tree = mediagen.related_tree(base)
+    prefix = tree.relative_to(server.share_root).as_posix() + "/"
+    task = client.tasks.create_from_data(
+        spec={"name": "related-share", "labels": [{"name": "car"}]},
+        resources=[prefix], resource_type=ResourceType.SHARE,
+        data_params={"image_quality": 70},
+    )
+    expected = {prefix + scene: [prefix + r for r in related]
+                for scene, related in mediagen.RELATED_TREE_SCENES.items()}
+    assert related_rows(server, task.id) == expected

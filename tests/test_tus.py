@@ -5,11 +5,14 @@ from __future__ import annotations
 import base64
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from authutil import basic, call
-from conftest import LiveServer
+from mediagen import write_image
+
+if TYPE_CHECKING:  # conftest is not importable when another conftest.py shadows it
+    from conftest import LiveServer
 
 POLL = 0.05
 
@@ -193,40 +196,13 @@ def wait(server: LiveServer, rq_id: str, timeout: float = 60) -> dict[str, Any]:
         time.sleep(POLL)
 
 
-# -- media generated in the test (small PNGs, a short H.264 clip) ---------------------------
+# -- thin wrappers over the shared generators in tests/mediagen.py ------------------------
 
 
 def make_images(
     folder: Path, count: int, *, size: tuple[int, int], names: list[str] | None = None
 ) -> list[Path]:
-    """``count`` distinct PNG images of ``size`` in ``folder`` (``img_000.png``... by default)."""
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
+    """``count`` numbered pattern images in ``folder`` (``img_000.png``... by default)."""
     names = names or [f"img_{i:03d}.png" for i in range(count)]
-    paths = []
-    for i, name in enumerate(names[:count]):
-        path = folder / name
-        Image.new("RGB", size, ((i * 37) % 256, (i * 91) % 256, (i * 53) % 256)).save(path)
-        paths.append(path)
-    return paths
+    return [write_image(folder / name, i, size) for i, name in enumerate(names[:count])]
 
-
-def make_video(path: Path, *, frames: int, size: tuple[int, int], fps: int = 25) -> Path:
-    """An H.264 MP4 of ``frames`` frames whose colour changes every frame."""
-    import av
-    import numpy as np
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"g": "10", "preset": "ultrafast"}
-        for i in range(frames):
-            array = np.full((size[1], size[0], 3), (i * 8) % 256, dtype=np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
