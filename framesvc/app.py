@@ -30,6 +30,8 @@ ROUTE_MODULES: list[str] = [
     "jobs",
     "requests",
     "uploads",
+    "media",
+    "metrics",
 ]
 
 

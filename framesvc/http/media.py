@@ -1,0 +1,503 @@
+"""The media endpoints of tasks and jobs: data (chunks, frames, previews, context images),
+``data/meta`` (GET and PATCH) and ``preview`` (spec §2–6).
+
+Task and job endpoints share one implementation; they differ only in how the scope is
+loaded (``mediasvc.load_task_scope`` / ``load_job_scope``) and in the parameter rules.
+
+Order of checks for ``GET …/data`` (as CVAT's view and ``_DataGetter``):
+
+1. the task or job must be visible (404) — for writes, changeable (403);
+2. ``Range`` syntax (400, plain text ``Invalid Range header``);
+3. query parameters (400 with a JSON **list** body, e.g. ``["Wrong quality value"]``);
+4. the task must have media (404 with the JSON **string** ``"Task has no media"``);
+5. frame/chunk numbers against the task or job (400 with a JSON **string** body: CVAT's
+   getter catches its provider's validation errors and renders them as a string).
+
+Where we deliberately differ from CVAT (documented in the report and module docs):
+
+* a ``number``/``index`` that is not an integer is a 400 (CVAT: 500);
+* a job ``context_image`` without ``number`` is a 400 (CVAT: 500);
+* a job chunk with a ``quality`` other than ``compressed``/``original`` is a 400
+  ``["Wrong quality value"]`` like every other type, instead of silently serving the
+  original quality;
+* job chunk number/index errors are JSON strings like the task's (CVAT's job chunk
+  branch lets them escape as DRF list bodies);
+* a build that takes longer than the cache's wait limit answers 503 with
+  ``Retry-After`` (retried by the SDK), never CVAT's 429, which the SDK does not retry.
+
+Media responses carry a strong ``ETag``, ``Last-Modified``, ``Cache-Control: private,
+no-cache`` and honour ``Range``/``If-None-Match`` (see ``http/responses.py``); chunk
+responses add CVAT's ``X-Checksum`` and ``X-Updated-Date``.  ``request["cache"]`` is set
+to ``hit``/``miss``/``shared`` for the access log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from framesvc.access import get_job_for, get_task_for
+from framesvc.app import SERVICES, Services, services
+from framesvc.cache import CacheTimeout, MediaCache
+from framesvc.http.context import current_user, iso
+from framesvc.http.errors import JSON_CONTENT_TYPE, ApiError, bad_request, json_response
+from framesvc.http.responses import (
+    ByteRange,
+    MalformedRange,
+    file_response,
+    invalid_range_response,
+    parse_range,
+)
+from framesvc.http.routing import int_param
+from framesvc.http.serializers import Fields, Invalid, int_field, list_field, read_json
+from framesvc.media.encode import VideoTooLargeError
+from framesvc.media.errors import MediaError
+from framesvc.mediasvc import (
+    QUALITIES,
+    Fetched,
+    ItemSpec,
+    MediaScope,
+    MediaService,
+    NoContextImages,
+    NoMedia,
+    chunk_spec,
+    context_spec,
+    deleted_frames_for_job,
+    frame_spec,
+    job_rel_frames,
+    load_job_scope,
+    load_task_scope,
+    next_chunk_specs,
+    preview_spec,
+)
+from framesvc.model.gt import format_list
+from framesvc.prefetch import Candidate, Prefetcher
+from framesvc.store.db import utcnow
+from framesvc.store.schema import data as data_table
+from framesvc.store.schema import tasks
+
+log = logging.getLogger("framesvc.media")
+
+#: Key of the :class:`MediaService` in ``Services.extras``.
+MEDIA = "media"
+
+DATA_TYPES = ("chunk", "frame", "preview", "context_image")
+#: Seconds a client is told to wait when a build outlasted the cache's wait limit.
+RETRY_AFTER = "10"
+_INT = re.compile(r"\s*[+-]?\d+\s*")
+
+
+def media_service(request: web.Request) -> MediaService:
+    service: MediaService = services(request).extras[MEDIA]
+    return service
+
+
+# --- parameters ---------------------------------------------------------------------------
+
+
+class DataParams:
+    """The validated query of a data request (CVAT's ``_DataGetter`` constructor)."""
+
+    def __init__(self, type_: str, quality: str, number: int | None, index: int | None) -> None:
+        self.type = type_
+        self.quality = quality
+        self.number = number
+        self.index = index
+
+
+def _integer(raw: str | None, name: str) -> int | None:
+    if raw is None:
+        return None
+    if _INT.fullmatch(raw) is None:
+        raise bad_request(f"{name} must be an integer")
+    return int(raw)
+
+
+def parse_data_params(query: Mapping[str, str], *, job: bool) -> DataParams:
+    """Validate ``type``/``number``/``index``/``quality`` in CVAT's order and words."""
+    type_ = query.get("type")
+    number_raw = query.get("number")
+    index_raw = query.get("index") if job else None
+    quality = query.get("quality", "compressed")
+    if not type_ or type_ not in DATA_TYPES:
+        raise bad_request("Data type not specified or has wrong value")
+    if type_ == "chunk" and job:
+        if number_raw is None and index_raw is None:
+            raise bad_request("Number or Index is not specified")
+        if number_raw is not None and index_raw is not None:
+            raise bad_request("Number and Index cannot be used together")
+        if quality not in QUALITIES:
+            raise bad_request("Wrong quality value")
+    elif type_ in ("chunk", "frame", "preview"):
+        if number_raw is None and type_ != "preview":
+            raise bad_request("Number is not specified")
+        if quality not in QUALITIES:
+            raise bad_request("Wrong quality value")
+    elif number_raw is None:  # context_image: CVAT fails later with a 500
+        raise bad_request("Number is not specified")
+    number = _integer(number_raw, "Number")
+    index = _integer(index_raw, "Index") if type_ == "chunk" else None
+    return DataParams(type_, quality, number, index)
+
+
+def provider_error(message: str, status: int = 400) -> ApiError:
+    """CVAT's getter renders provider errors as a JSON *string*."""
+    return ApiError(status, message)
+
+
+# --- shared plumbing ------------------------------------------------------------------------
+
+
+async def _fetch(request: web.Request, spec: ItemSpec, build: Any) -> Fetched:
+    """Get or build, mapping failures to CVAT-shaped answers."""
+    media = media_service(request)
+    try:
+        fetched = await media.fetch(spec, build)
+    except CacheTimeout as exc:
+        log.warning("media: %s", exc)
+        raise ApiError(503, "The requested media is still being prepared, try again later",
+                       headers={"Retry-After": RETRY_AFTER}) from exc
+    except VideoTooLargeError as exc:
+        raise provider_error(exc.reason) from exc
+    except MediaError as exc:
+        log.error("media: cannot build %s: %s", spec.key, exc)
+        raise provider_error(f"The media cannot be read: {exc}", 500) from exc
+    except OSError as exc:
+        log.error("media: cannot build %s: %s", spec.key, exc)
+        raise provider_error("The media files of the task cannot be read", 500) from exc
+    request["cache"] = fetched.outcome
+    return fetched
+
+
+def _no_media(exc: NoMedia) -> ApiError:
+    return ApiError(404, str(exc))
+
+
+async def _task_scope(conn: AsyncConnection, task: Any) -> MediaScope:
+    try:
+        return await load_task_scope(conn, task)
+    except NoMedia as exc:
+        raise _no_media(exc) from exc
+
+
+async def _job_scope(conn: AsyncConnection, job: Any) -> MediaScope:
+    try:
+        return await load_job_scope(conn, job)
+    except NoMedia as exc:
+        raise _no_media(exc) from exc
+
+
+def _chunk_headers(scope: MediaScope, fetched: Fetched) -> dict[str, str]:
+    extra = fetched.item.extra
+    return {
+        "X-Checksum": str(extra.get("checksum", "")),
+        "X-Updated-Date": iso(scope.chunks_updated_date) or "",
+    }
+
+
+def _prefetch(request: web.Request, scope: MediaScope, params: DataParams) -> None:
+    """Offer the job chunks after this one to the prefetcher (low priority)."""
+    media = media_service(request)
+    prefetcher: Prefetcher | None = media.prefetcher
+    if prefetcher is None or not prefetcher.enabled or scope.segment is None:
+        return
+    try:
+        specs = next_chunk_specs(scope, params.quality, number=params.number,
+                                 index=params.index, count=prefetcher.depth)
+    except ValueError:
+        return
+    engine = services(request).engine
+
+    def prepare_for(spec: ItemSpec) -> Any:
+        async def prepare() -> Any:
+            async with engine.connect() as conn:
+                return await media.prepare(conn, scope, spec)
+
+        return prepare
+
+    prefetcher.offer([Candidate(spec.key, prepare_for(spec)) for spec in specs])
+
+
+# --- GET …/data -------------------------------------------------------------------------------
+
+
+async def _serve_data(request: web.Request, *, job: bool) -> web.StreamResponse:
+    user = current_user(request)
+    svc = services(request)
+    media = media_service(request)
+    async with svc.engine.connect() as conn:
+        if job:
+            row = await get_job_for(conn, user, int_param(request))
+        else:
+            row = await get_task_for(conn, user, int_param(request))
+        try:
+            byte_range = parse_range(request.headers.get("Range"))
+        except MalformedRange:
+            return invalid_range_response()
+        params = parse_data_params(request.query, job=job)
+        scope = await (_job_scope(conn, row) if job else _task_scope(conn, row))
+        try:
+            if params.type == "chunk":
+                spec = chunk_spec(scope, quality=params.quality, number=params.number,
+                                  index=params.index)
+            elif params.type == "frame":
+                assert params.number is not None
+                spec = frame_spec(scope, params.number, params.quality)
+            elif params.type == "context_image":
+                assert params.number is not None
+                spec = context_spec(scope, params.number)
+            else:
+                spec = preview_spec(scope)
+        except ValueError as exc:
+            raise provider_error(str(exc)) from exc
+        try:
+            build = await media.prepare(conn, scope, spec)
+        except NoContextImages:
+            return web.Response(status=404)
+    fetched = await _fetch(request, spec, build)
+    headers: dict[str, str] = {}
+    if params.type == "chunk":
+        headers = _chunk_headers(scope, fetched)
+        _prefetch(request, scope, params)
+    elif params.type == "preview":
+        headers = _preview_headers(request)
+    return file_response(request, fetched.item, byte_range, headers=headers)
+
+
+async def task_data(request: web.Request) -> web.StreamResponse:
+    return await _serve_data(request, job=False)
+
+
+async def job_data(request: web.Request) -> web.StreamResponse:
+    return await _serve_data(request, job=True)
+
+
+# --- previews ---------------------------------------------------------------------------------
+
+
+def wants_empty_preview(request: web.Request) -> bool:
+    """``Prefer: handling=empty`` (RFC 7240), among other preferences or not."""
+    for header in request.headers.getall("Prefer", []):
+        for preference in header.split(","):
+            token = preference.split(";", 1)[0].strip().lower().replace(" ", "")
+            if token in ("handling=empty", 'handling="empty"'):
+                return True
+    return False
+
+
+def _preview_headers(request: web.Request) -> dict[str, str]:
+    headers = {"Vary": "Prefer"}
+    if wants_empty_preview(request):
+        headers["Preference-Applied"] = "handling=empty"
+    return headers
+
+
+def _no_preview(request: web.Request, what: str) -> web.Response:
+    """A scope without a media-derived preview: 204 if the client opted in, else 404."""
+    headers = _preview_headers(request)
+    if wants_empty_preview(request):
+        return web.Response(status=204, headers=headers)
+    return web.Response(status=404, text=f"{what} image preview not found",
+                        content_type="text/plain", headers=headers)
+
+
+async def _serve_preview(request: web.Request, *, job: bool) -> web.StreamResponse:
+    user = current_user(request)
+    svc = services(request)
+    media = media_service(request)
+    what = "Job" if job else "Task"
+    async with svc.engine.connect() as conn:
+        if job:
+            row = await get_job_for(conn, user, int_param(request))
+        else:
+            row = await get_task_for(conn, user, int_param(request))
+        try:
+            byte_range = parse_range(request.headers.get("Range"))
+        except MalformedRange:
+            return invalid_range_response()
+        try:
+            scope = await (load_job_scope(conn, row) if job else load_task_scope(conn, row))
+        except NoMedia:
+            return web.Response(status=404, text=f"{what} image preview not found",
+                                content_type="text/plain", headers=_preview_headers(request))
+        if scope.data.media_type not in ("image", "video"):
+            return _no_preview(request, what)
+        spec = preview_spec(scope)
+        build = await media.prepare(conn, scope, spec)
+    fetched = await _fetch(request, spec, build)
+    return file_response(request, fetched.item, byte_range, headers=_preview_headers(request))
+
+
+async def task_preview(request: web.Request) -> web.StreamResponse:
+    return await _serve_preview(request, job=False)
+
+
+async def job_preview(request: web.Request) -> web.StreamResponse:
+    return await _serve_preview(request, job=True)
+
+
+# --- data/meta ----------------------------------------------------------------------------------
+
+
+async def _meta_response(request: web.Request, conn: AsyncConnection,
+                         scope: MediaScope) -> web.Response:
+    meta = await media_service(request).meta(conn, scope)
+    meta["chunks_updated_date"] = iso(meta["chunks_updated_date"])
+    if len(meta["frames"]) > 5000:  # big image tasks: keep JSON encoding off the loop
+        body = await asyncio.to_thread(_dumps, meta)
+        return web.Response(body=body, content_type=JSON_CONTENT_TYPE)
+    return json_response(meta)
+
+
+def _dumps(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+async def task_meta(request: web.Request) -> web.Response:
+    user = current_user(request)
+    async with services(request).engine.connect() as conn:
+        task = await get_task_for(conn, user, int_param(request))
+        scope = await _task_scope(conn, task)
+        return await _meta_response(request, conn, scope)
+
+
+async def job_meta(request: web.Request) -> web.Response:
+    user = current_user(request)
+    async with services(request).engine.connect() as conn:
+        job = await get_job_for(conn, user, int_param(request))
+        scope = await _job_scope(conn, job)
+        return await _meta_response(request, conn, scope)
+
+
+def _deleted_frames(value: Any) -> list[int]:
+    """DRF ``ListField(child=IntegerField(min_value=0))``: per-item errors by index."""
+    items = list_field(value)
+    parsed: list[int] = []
+    errors: dict[str, Any] = {}
+    for position, item in enumerate(items):
+        try:
+            number = int_field(item, min_value=0)
+        except Invalid as exc:
+            errors[str(position)] = exc.detail
+            continue
+        assert number is not None
+        parsed.append(number)
+    if errors:
+        raise Invalid(errors)
+    if len(parsed) != len(set(parsed)):
+        raise Invalid(["Deleted frames cannot repeat"])
+    return parsed
+
+
+def _cloud_storage_id(value: Any) -> None:
+    if value is None:
+        return
+    number = int_field(value)
+    # framesvc has no cloud storages, so no id can name one (DRF's related-field message).
+    raise Invalid([f'Invalid pk "{number}" - object does not exist.'])
+
+
+def _frames_list(frames: list[int]) -> str:
+    return format_list([str(f) for f in sorted(frames)])
+
+
+async def _write_deleted(conn: AsyncConnection, scope: MediaScope, frames: list[int]) -> None:
+    await conn.execute(
+        data_table.update().where(data_table.c.id == scope.data.id).values(
+            deleted_frames=sorted(frames))
+    )
+    await conn.execute(
+        tasks.update().where(tasks.c.id == scope.task_id).values(updated_date=utcnow())
+    )
+
+
+async def patch_task_meta(request: web.Request) -> web.Response:
+    user = current_user(request)
+    async with services(request).engine.begin() as conn:
+        task = await get_task_for(conn, user, int_param(request), write=True)
+        payload = await read_json(request)
+        try:
+            fields = Fields(payload)
+            frames = fields.get("deleted_frames", _deleted_frames)
+            fields.get("cloud_storage_id", _cloud_storage_id)
+            fields.check()
+        except Invalid as exc:
+            raise ApiError(400, exc.detail) from exc
+        scope = await _task_scope(conn, task)
+        if frames is not None:
+            unknown = [f for f in frames if f >= scope.data.size]
+            if unknown:
+                raise bad_request(f"Unknown frames {_frames_list(unknown)} requested for removal")
+            await _write_deleted(conn, scope, frames)
+            scope = await _task_scope(conn, task)
+        return await _meta_response(request, conn, scope)
+
+
+async def patch_job_meta(request: web.Request) -> web.Response:
+    user = current_user(request)
+    async with services(request).engine.begin() as conn:
+        job = await get_job_for(conn, user, int_param(request), write=True)
+        payload = await read_json(request)
+        try:
+            fields = Fields(payload)
+            frames = fields.get("deleted_frames", _deleted_frames)
+            fields.check()
+        except Invalid as exc:
+            raise ApiError(400, exc.detail) from exc
+        scope = await _job_scope(conn, job)
+        if frames is not None:
+            own = job_rel_frames(scope)
+            foreign = [f for f in frames if f not in own]
+            if foreign:
+                raise bad_request(f"Frames {_frames_list(foreign)} do not belong to the job")
+            current = (
+                await conn.execute(sa.select(data_table.c.deleted_frames).where(
+                    data_table.c.id == scope.data.id))
+            ).scalar() or []
+            await _write_deleted(conn, scope,
+                                 deleted_frames_for_job([int(f) for f in current], own, frames))
+            scope = await _job_scope(conn, job)
+        return await _meta_response(request, conn, scope)
+
+
+# --- lifecycle -----------------------------------------------------------------------------------
+
+
+async def on_startup(app: web.Application) -> None:
+    svc: Services = app[SERVICES]
+    loop = asyncio.get_running_loop()
+    # Opening the cache sweeps orphaned partial files: blocking, so off the loop.
+    cache = await loop.run_in_executor(None, MediaCache.from_settings, svc.settings)
+    prefetcher = Prefetcher(cache, svc.pool, depth=svc.settings.prefetch_chunks)
+    svc.extras[MEDIA] = MediaService(cache, svc.pool, prefetcher=prefetcher)
+
+
+async def on_cleanup(app: web.Application) -> None:
+    media: MediaService | None = app[SERVICES].extras.pop(MEDIA, None)
+    if media is None:
+        return
+    if media.prefetcher is not None:
+        await media.prefetcher.aclose()
+    await media.cache.aclose()
+
+
+routes = [
+    ("GET", "/api/tasks/{id}/data", task_data),
+    ("GET", "/api/jobs/{id}/data", job_data),
+    ("GET", "/api/tasks/{id}/data/meta", task_meta),
+    ("PATCH", "/api/tasks/{id}/data/meta", patch_task_meta),
+    ("GET", "/api/jobs/{id}/data/meta", job_meta),
+    ("PATCH", "/api/jobs/{id}/data/meta", patch_job_meta),
+    ("GET", "/api/tasks/{id}/preview", task_preview),
+    ("GET", "/api/jobs/{id}/preview", job_preview),
+]
+
+__all__ = ["MEDIA", "ByteRange", "media_service", "parse_data_params", "routes"]
