@@ -332,8 +332,7 @@ def build_video_frame(
             width, height = height, width  # sizes in the stored (unrotated) orientation
         if (width, height) != (decoded.width, decoded.height):
             decoded = decoded.reformat(width=width, height=height, interpolation="BILINEAR")
-    bgr = rotate_array(decoded.to_ndarray(format="bgr24"), rotation)
-    return encode_png(bgr, order="bgr"), PNG_MIME
+    return encode_png(rotate_array(decoded.to_ndarray(format="rgb24"), rotation)), PNG_MIME
 
 
 def rotation_is_quarter(rotation: float) -> bool:

@@ -7,9 +7,11 @@ Choices, measured on this machine (1080p frames, see ``benchmarks/bench_chunks.p
   ``save(optimize=True)`` from ``to_image()`` ~14 ms.  Without Huffman optimisation
   the files are ~5-8 % larger than CVAT's; a chunk is built once and served many
   times, but the build is on the request's critical path, so speed wins.
-* **PNG**: OpenCV ``imencode`` at compression level 1 (libpng's adaptive filters +
-  zlib level 1): ~95 ms per 1080p frame vs Pillow ``compress_level=1`` ~120 ms and
-  OpenCV level 3 ~145 ms.  Level 0 halves the time but triples the size.
+* **PNG**: our own minimal writer (Up filter in NumPy, ISA-L deflate level 1):
+  ~15 ms per 1080p frame, against OpenCV ``imencode`` level 1 ~95 ms, Pillow
+  ``compress_level=1`` ~120-150 ms and OpenCV level 0 (stored) ~45 ms for 3× the size;
+  the output is a little smaller than OpenCV's level 1.  A ``type=frame`` request of a
+  video task is mostly PNG encoding, so this matters.
 * **H.264**: PyAV + libx264, constrained baseline (``profile=baseline``, CAVLC,
   no B-frames, no weighted P prediction, no deblocking), yuv420p, 25 fps declared,
   one frame per chunk frame.  The web UI decodes with Broadway.js, which only speaks
@@ -26,13 +28,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import struct
 import zipfile
+import zlib
 from collections.abc import Iterable
 from fractions import Fraction
 from typing import IO, Any
 
 import av
-import cv2
 import numpy as np
 import simplejpeg
 
@@ -47,6 +50,22 @@ _MP4_TIME_BASE = Fraction(1, MP4_FPS)
 
 class VideoTooLargeError(MediaError):
     """A frame too large for the H.264 level the chunks target (answered as 400)."""
+
+
+try:  # ISA-L deflate: ~6x faster than zlib at level 1, same format.
+    from isal.isal_zlib import compress as _isal_compress
+except ImportError:  # pragma: no cover - isal is a declared dependency
+    _isal_compress = None
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_IEND = struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
+
+
+def _deflate(data: memoryview) -> bytes:
+    """A zlib stream (header, deflate, Adler-32) at the fastest useful level."""
+    if _isal_compress is not None:
+        return _isal_compress(data, 1)
+    return zlib.compress(data, 1)
 
 
 # --------------------------------------------------------------------------- images
@@ -66,14 +85,38 @@ def encode_jpeg(array: np.ndarray, quality: int) -> bytes:
     return simplejpeg.encode_jpeg(array, quality, colorspace="RGB", colorsubsampling="420")
 
 
-def encode_png(array: np.ndarray, *, order: str = "rgb", level: int = 1) -> bytes:
-    """HxWx3 (``order`` = ``"rgb"`` or ``"bgr"``) or HxW gray uint8 array → PNG."""
-    if array.ndim == 3 and array.shape[2] == 3 and order == "rgb":
-        array = cv2.cvtColor(_contiguous(array), cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".png", _contiguous(array), [cv2.IMWRITE_PNG_COMPRESSION, level])
-    if not ok:  # pragma: no cover - libpng does not fail on valid uint8 arrays
-        raise MediaError("frame", "PNG encoding failed")
-    return buf.tobytes()
+def _png_chunk(kind: bytes, data: bytes | memoryview) -> bytes:
+    crc = zlib.crc32(data, zlib.crc32(kind))
+    return struct.pack(">I", len(data)) + kind + bytes(data) + struct.pack(">I", crc)
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """HxWx3 RGB or HxW gray uint8 array → PNG (8-bit, lossless).
+
+    Our own writer: every row uses the *Up* filter (one vectorised NumPy subtraction;
+    on camera frames it compresses as well as libpng's per-row adaptive choice) and
+    the IDAT stream is deflated by ISA-L at level 1.  On a 1080p frame that is about
+    15 ms for a file slightly smaller than OpenCV's ``imencode`` at level 1 (~95 ms).
+    """
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.dtype != np.uint8 or array.ndim not in (2, 3):
+        raise ValueError("encode_png takes HxW or HxWx3 uint8 arrays")
+    height, width = array.shape[:2]
+    channels = 1 if array.ndim == 2 else array.shape[2]
+    if channels not in (1, 3):
+        raise ValueError("encode_png takes gray or RGB arrays")
+    rows = array.reshape(height, width * channels)
+    raw = np.empty((height, 1 + width * channels), np.uint8)
+    raw[0, 0] = 0  # first row: no filter (there is no row above)
+    raw[0, 1:] = rows[0]
+    raw[1:, 0] = 2  # Up: byte minus the byte above, modulo 256
+    np.subtract(rows[1:], rows[:-1], out=raw[1:, 1:])
+    idat = _deflate(memoryview(raw).cast("B"))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2 if channels == 3 else 0, 0, 0, 0)
+    return b"".join(
+        (_PNG_SIGNATURE, _png_chunk(b"IHDR", header), _png_chunk(b"IDAT", idat), _PNG_IEND)
+    )
 
 
 @functools.cache

@@ -133,6 +133,7 @@ class _Decoder:
         self._container: av.container.InputContainer | None = None
         self._frames: Iterator[tuple[int, av.VideoFrame]] | None = None
         self.last = -1  # frame number of the last frame taken from the decoder
+        self.target = 0  # the frame being looked for (earlier frames may be skipped)
         self.floor = 0  # frames below this (since the last seek) may be garbage
         self.from_start = True  # the decoder started at the first packet (no seek)
         #: keyframes whose seek was seen to land late, mapped to the replacement.
@@ -199,7 +200,18 @@ class _Decoder:
         assert self._container is not None
         frame_of_pts = self.index.frame_of_pts
         position = -1
+        context = self._stream.codec_context
+        skipping = False
+        context.skip_frame = "DEFAULT"
         for packet in self._container.demux(self._stream):
+            if not self.counting and packet.pts is not None:
+                # Non-reference pictures shown before the wanted frame need not be
+                # decoded at all (B-frames: about a third of a GOP's decoding work).
+                number = frame_of_pts(int(packet.pts))
+                skip = number is not None and number < self.target
+                if skip != skipping:
+                    context.skip_frame = "NONREF" if skip else "DEFAULT"
+                    skipping = skip
             try:
                 decoded = packet.decode()
             except av.error.FFmpegError:
@@ -251,6 +263,7 @@ class _Decoder:
     # -- reading ------------------------------------------------------------------
     def read(self, target: int) -> av.VideoFrame:
         """Decode forward (seeking when cheaper) and return frame ``target``."""
+        self.target = target
         kf, pts = self.keyframe_for(target)
         if self._frames is None or target <= self.last or kf > self.last + 1:
             self.seek(kf, pts)
