@@ -120,6 +120,9 @@ class DataParams:
         return parse_frame_filter(self.frame_filter)
 
 
+#: Largest value of CVAT's PositiveIntegerField columns (and of our Integer columns).
+MAX_INT = 2**31 - 1
+
 _TRUE = {"t", "y", "yes", "true", "on", "1"}
 _FALSE = {"f", "n", "no", "false", "off", "0"}
 _DECIMAL_INT = re.compile(r"^-?\d+(?:\.0*)?$")
@@ -135,9 +138,18 @@ def _int(value: Any) -> int:
         if value.is_integer():
             return int(value)
         raise ValueError("A valid integer is required.")
-    if isinstance(value, str) and _DECIMAL_INT.match(value.strip()):
-        return int(float(value.strip())) if "." in value else int(value.strip())
+    if isinstance(value, str) and len(value) <= 1000 and _DECIMAL_INT.match(value.strip()):
+        return int(value.strip().split(".")[0])
     raise ValueError("A valid integer is required.")
+
+
+def _bounded_int(value: Any, minimum: int) -> int:
+    number = _int(value)
+    if number < minimum:
+        raise ValueError(f"Ensure this value is greater than or equal to {minimum}.")
+    if number > MAX_INT:
+        raise ValueError(f"Ensure this value is less than or equal to {MAX_INT}.")
+    return number
 
 
 def _bool(value: Any) -> bool:
@@ -200,6 +212,8 @@ def parse_data_params(raw: Mapping[str, Any], *, segment_size: int = 0) -> DataP
     if present("chunk_size"):
         try:
             chunk_size = _int(raw["chunk_size"])
+            if chunk_size > 0:
+                chunk_size = _bounded_int(chunk_size, 1)
         except ValueError as exc:
             fail("chunk_size", str(exc))
         else:
@@ -211,14 +225,9 @@ def parse_data_params(raw: Mapping[str, Any], *, segment_size: int = 0) -> DataP
     for name in ("start_frame", "stop_frame"):
         if present(name):
             try:
-                number = _int(raw[name])
+                values[name] = _bounded_int(raw[name], 0)
             except ValueError as exc:
                 fail(name, str(exc))
-            else:
-                if number < 0:
-                    fail(name, "Ensure this value is greater than or equal to 0.")
-                else:
-                    values[name] = number
 
     if present("frame_filter"):
         frame_filter = raw["frame_filter"]
@@ -369,10 +378,15 @@ def resolve_share_path(share_root: Path | None, relative: str) -> Path:
     if ".." in pure.parts:
         raise InvalidParams({"server_files": ["Don't use '..' inside file paths"]})
     root = share_root.resolve()
-    candidate = (root / Path(*pure.parts)).resolve()
+    try:
+        candidate = (root / Path(*pure.parts)).resolve()
+        exists = candidate.exists()
+    except (OSError, RuntimeError) as exc:  # too long, symlink loop, ...
+        message = f"Bad file path: {relative[:200]} ({exc.__class__.__name__})"
+        raise InvalidParams({"server_files": [message]}) from None
     if candidate != root and root not in candidate.parents:
         raise InvalidParams({"server_files": [f"Bad file path: {relative}"]})
-    if not candidate.exists():
+    if not exists:
         raise InvalidParams({"server_files": [f"File not found: {relative}"]})
     return candidate
 

@@ -491,3 +491,27 @@ def test_share_directory_with_context_images_in_place(client, server, tmp_path) 
     expected = {prefix + scene: [prefix + r for r in related]
                 for scene, related in mediagen.RELATED_TREE_SCENES.items()}
     assert related_rows(server, task.id) == expected
+
+
+@pytest.mark.parametrize(
+    ("headers", "raw_body", "body"),
+    [
+        ({"Upload-Multiple": "", "Content-Type": "multipart/form-data"}, b"junk", None),
+        ({"Upload-Multiple": "", "Content-Type": "multipart/form-data; boundary=x"},
+         b"--x\r\nbroken", None),
+        ({"Upload-Multiple": "", "Content-Type": "application/json"}, b"{}", None),
+        ({"Upload-Finish": "", "Content-Type": "application/json"}, b"[1, 2]", None),
+        ({"Upload-Finish": "", "Content-Type": "application/json"}, b"{bad", None),
+        ({"Upload-Finish": ""}, None,
+         {"image_quality": 70, "chunk_size": 10**40, "start_frame": "9" * 500}),
+        ({}, None, {"image_quality": 70, "server_files": ["a" * 5000]}),
+        ({}, None, {"image_quality": 70, "server_files": ["a\x00b"]}),
+        ({"Upload-Length": "-5"}, None, None),
+        ({"Upload-Length": "5", "Upload-Metadata": "filename !!!"}, None, None),
+    ],
+)
+def test_malformed_requests_are_400(server, headers, raw_body, body) -> None:
+    task_id = new_task(server, "malformed")
+    reply = api(server, "POST", f"/api/tasks/{task_id}/data/", headers=headers,
+                raw_body=raw_body, body=body)
+    assert reply.status == 400, reply.raw

@@ -26,6 +26,7 @@ import weakref
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from framesvc import uploads
 from framesvc.access import get_task_for
@@ -135,6 +136,19 @@ async def _receive_multipart(
     Fields are returned as strings (JSON-decoded where they hold a list, as the SDK
     sends e.g. ``job_file_mapping`` in a multipart single request).
     """
+    try:
+        return await _read_multipart(request, svc, user, task_id)
+    except _MALFORMED as exc:
+        raise bad_request(f"Malformed multipart body: {exc}".strip()) from None
+
+
+#: What aiohttp's multipart reader raises on a malformed body.
+_MALFORMED = (ValueError, AssertionError, KeyError, HttpProcessingError)
+
+
+async def _read_multipart(
+    request: web.Request, svc: Services, user: User, task_id: int
+) -> dict[str, Any]:
     reader = await request.multipart()
     fields: dict[str, Any] = {}
     received = 0
