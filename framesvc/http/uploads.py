@@ -55,6 +55,8 @@ log = logging.getLogger("framesvc.uploads")
 TUS_VERSION = "1.0.0"
 TUS_LOCKS = "tus_locks"
 READ_CHUNK = 256 * 1024
+#: Largest plain (non-file) form field; parameters are small, files are streamed.
+MAX_FIELD_BYTES = 4 * 1024 * 1024
 FILE_ID_RE = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 IN_PROGRESS = "The task's data is being created; wait for the current request to finish"
 
@@ -112,7 +114,7 @@ async def post_data(request: web.Request) -> web.StreamResponse:
 
 
 async def options_data(request: web.Request) -> web.StreamResponse:
-    """TUS discovery: versions, extensions and the size limit (no auth needed for it)."""
+    """TUS discovery: versions, extensions and the size limit."""
     settings = services(request).settings
     return web.Response(
         status=204, headers=_tus_headers(settings, **{"Tus-Extension": "creation"})
@@ -166,8 +168,12 @@ async def _read_multipart(
         if part.filename is not None:
             await part.release()
             continue
-        text = (await part.read(decode=True)).decode("utf-8", "replace")
-        _collect_field(fields, name, text)
+        value = bytearray()
+        while chunk := await part.read_chunk(READ_CHUNK):
+            value += chunk
+            if len(value) > MAX_FIELD_BYTES:
+                raise bad_request(f"The form field {name!r} is too large")
+        _collect_field(fields, name, bytes(value).decode("utf-8", "replace"))
     return fields
 
 
