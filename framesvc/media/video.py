@@ -113,6 +113,12 @@ def _frame_pts(frame: av.VideoFrame) -> int | None:
     return int(frame.dts) if frame.dts is not None else None
 
 
+#: Decoders that read ``skip_frame`` anew for every picture, so it can be switched
+#: packet by packet.  libdav1d (AV1) latches it when the decoder starts: switching it
+#: there would drop wanted frames.
+_PER_PICTURE_SKIP_DECODERS = frozenset({"h264", "hevc", "vp9"})
+
+
 def _needs_counting(index: VideoIndex) -> bool:
     if getattr(index, "synthetic_pts", False):
         return True
@@ -120,15 +126,29 @@ def _needs_counting(index: VideoIndex) -> bool:
     return bool(pts.shape[0] > 1 and not np.all(pts[1:] > pts[:-1]))
 
 
-class _Decoder:
-    """One open container, positioned by explicit seeks; frames named by their pts."""
+class VideoReader:
+    """Random access to the frames of one video: one open container, explicit seeks.
 
-    def __init__(self, path: str, info: VideoInfo, stats: DecodeStats, threads: bool) -> None:
+    ``read(n)`` returns frame ``n`` (absolute, as numbered by the index) in any order;
+    going forward it keeps decoding unless a keyframe lies between, going backward it
+    seeks.  Not thread-safe: one reader per thread.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        info: VideoInfo,
+        *,
+        stats: DecodeStats | None = None,
+        threads: bool = True,
+    ) -> None:
+        path = os.fspath(path)
         self.path = path
         self.name = os.path.basename(path)
         self.info = info
         self.index: VideoIndex = info.index
-        self.stats = stats
+        self.stats = stats if stats is not None else DecodeStats()
+        self.rotation = float(getattr(info, "rotation", 0) or 0)
         self.threads = threads
         self._container: av.container.InputContainer | None = None
         self._frames: Iterator[tuple[int, av.VideoFrame]] | None = None
@@ -201,10 +221,11 @@ class _Decoder:
         frame_of_pts = self.index.frame_of_pts
         position = -1
         context = self._stream.codec_context
+        can_skip = not self.counting and context.name in _PER_PICTURE_SKIP_DECODERS
         skipping = False
         context.skip_frame = "DEFAULT"
         for packet in self._container.demux(self._stream):
-            if not self.counting and packet.pts is not None:
+            if can_skip and packet.pts is not None:
                 # Non-reference pictures shown before the wanted frame need not be
                 # decoded at all (B-frames: about a third of a GOP's decoding work).
                 number = frame_of_pts(int(packet.pts))
@@ -261,8 +282,21 @@ class _Decoder:
         self._late[keyframe] = (earlier, int(pts)) if earlier < keyframe else None
 
     # -- reading ------------------------------------------------------------------
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read_array(self, target: int, fmt: ArrayFormat = "rgb24") -> np.ndarray:
+        """Frame ``target`` as an 8-bit array with the display rotation applied."""
+        return frame_to_array(self.read(target), self.rotation, fmt)
+
     def read(self, target: int) -> av.VideoFrame:
-        """Decode forward (seeking when cheaper) and return frame ``target``."""
+        """Decode forward (seeking when cheaper) and return frame ``target`` (unrotated)."""
+        count = int(self.info.frame_count)
+        if not 0 <= target < count:
+            raise ValueError(f"frame {target} is outside the video's [0, {count - 1}] range")
         self.target = target
         kf, pts = self.keyframe_for(target)
         if self._frames is None or target <= self.last or kf > self.last + 1:
@@ -318,15 +352,11 @@ def iter_video_frames(
     if wanted[0] < 0 or wanted[-1] >= count:
         bad = wanted[0] if wanted[0] < 0 else wanted[-1]
         raise ValueError(f"frame {bad} is outside the video's [0, {count - 1}] range")
-    stats = stats if stats is not None else DecodeStats()
-    decoder = _Decoder(os.fspath(path), info, stats, threads)
-    try:
+    with VideoReader(path, info, stats=stats, threads=threads) as reader:
         for target in wanted:
-            frame = decoder.read(target)
-            stats.yielded += 1
+            frame = reader.read(target)
+            reader.stats.yielded += 1
             yield target, frame
-    finally:
-        decoder.close()
 
 
 def decode_frames(

@@ -1,0 +1,211 @@
+"""Frame-exact decoding: frame N served == frame N of a plain sequential decode.
+
+Every kind of video in ``mediagen`` (B-frames, open GOP in MP4 and Matroska, HEVC
+open/closed/10-bit, VP9, AV1 when an encoder exists, MJPEG, rotation, VFR, odd sizes,
+edit lists, AVI/TS/raw streams, two streams) is indexed with the real ingest index,
+then read through ``framesvc.media.video`` in the access patterns chunks and frames
+use.  The reference is the same decoder run from the start of the file without
+seeking, so arrays must be identical; the frame-number pattern drawn in every frame
+is checked too, so a consistent-but-wrong numbering would not pass either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import shutil
+from pathlib import Path
+
+import av
+import mediagen
+import numpy as np
+import pytest
+
+from framesvc.media.limits import MediaLimits
+from framesvc.media.probe import VideoIndex, VideoInfo, index_video
+from framesvc.media.video import (
+    DecodeStats,
+    MediaDecodeError,
+    VideoReader,
+    decode_frame,
+    decode_frames,
+    frame_to_array,
+)
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, VideoInfo]]:
+    paths = mediagen.video_suite(tmp_path_factory.mktemp("videos"))
+    return {name: (path, index_video(path, MediaLimits())) for name, path in paths.items()}
+
+
+def sequential(path: Path, info: VideoInfo) -> list[np.ndarray]:
+    """Every frame of the indexed stream, decoded from the start without seeking."""
+    with av.open(str(path)) as container:
+        stream = container.streams[info.stream_index]
+        stream.thread_type = "AUTO"
+        return [frame_to_array(f, info.rotation) for f in container.decode(stream)]
+
+
+KINDS = [
+    "h264_bframes",
+    "h264_open_gop",
+    "h264_open_gop_mkv",
+    "hevc",
+    "hevc_closed",
+    "hevc_10bit",
+    "vp9",
+    "odd_size",
+    "mjpeg_avi",
+    "mjpeg_mov",
+    "rotated_90",
+    "rotated_180",
+    "rotated_270",
+    "vfr_mp4",
+    "vfr_mkv",
+    "negative_start",
+    "shifted_start",
+    "h264_avi_bframes",
+    "mpegts",
+    "raw_h264",
+    "two_streams",
+    "av1",
+]
+
+
+def access_patterns(count: int) -> dict[str, list[int]]:
+    rng = random.Random(count)
+    chunk = 10
+    return {
+        "singles": sorted(rng.sample(range(count), min(5, count))),
+        "first_chunk": list(range(min(chunk, count))),
+        "second_chunk": list(range(chunk, min(2 * chunk, count))),
+        "boundary": [f for f in (chunk - 1, chunk, 2 * chunk - 1, 2 * chunk) if f < count],
+        "last": [count - 1],
+        "step3": list(range(1, count, 3)),
+        "step7": list(range(0, count, 7)),
+        "sparse": sorted({0, count // 3, count // 3 + 1, count - 2, count - 1}),
+    }
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_frames_equal_sequential_decode(
+    suite: dict[str, tuple[Path, VideoInfo]], kind: str
+) -> None:
+    if kind not in suite:
+        pytest.skip(f"{kind}: no encoder for it in this FFmpeg build")
+    path, info = suite[kind]
+    reference = sequential(path, info)
+    assert len(reference) == info.frame_count
+    numbers = [mediagen.read_frame_number(a, info.rotation) for a in reference]
+    offset = numbers[0]
+    assert numbers == list(range(offset, offset + len(numbers))), "pattern numbering"
+    if info.rotation in (90, 270):
+        assert reference[0].shape[:2] == (info.height, info.width)
+    for name, frames in access_patterns(info.frame_count).items():
+        stats = DecodeStats()
+        got = list(decode_frames(path, info, frames, stats=stats))
+        assert [n for n, _ in got] == frames, name
+        for n, array in got:
+            assert array.dtype == np.uint8
+            assert np.array_equal(array, reference[n]), f"{kind} {name}: frame {n} differs"
+        assert stats.yielded == len(frames)
+
+
+@pytest.mark.parametrize("kind", ["h264_bframes", "h264_open_gop_mkv", "hevc", "vp9", "vfr_mp4"])
+def test_backward_and_forward_jumps_on_one_reader(
+    suite: dict[str, tuple[Path, VideoInfo]], kind: str
+) -> None:
+    path, info = suite[kind]
+    reference = sequential(path, info)
+    last = info.frame_count - 1
+    order = [last, 2, 30, 29, 0, 13, 12, last - 1, 1, 1]
+    with VideoReader(path, info) as reader:
+        for n in order:
+            assert np.array_equal(reader.read_array(n), reference[n]), (kind, n)
+        assert reader.stats.seeks >= 5
+
+
+def test_seeks_skip_gops_between_sparse_frames(suite: dict[str, tuple[Path, VideoInfo]]) -> None:
+    path, info = suite["h264_bframes"]  # 48 frames, keyframe every 12
+    assert list(info.index.keyframes) == [0, 12, 24, 36]
+    stats = DecodeStats()
+    list(decode_frames(path, info, [1, 25, 47], stats=stats))
+    assert stats.seeks == 3
+    assert stats.decoded < 30  # a sequential decode would produce 48
+    stats = DecodeStats()
+    list(decode_frames(path, info, range(12, 24), stats=stats))
+    assert stats.seeks == 1 and stats.decoded == 12
+    stats = DecodeStats()
+    list(decode_frames(path, info, [23], stats=stats))
+    assert stats.decoded < 12  # non-reference B-frames before frame 23 are skipped
+
+
+class OvershootingIndex(VideoIndex):
+    """A broken index: every keyframe's pts is that of the *next* keyframe."""
+
+    def keyframe_at_or_before(self, frame: int) -> tuple[int, int]:
+        kf, _ = super().keyframe_at_or_before(frame)
+        later = [int(k) for k in self.keyframes if k > kf]
+        pts = int(self.frame_pts[later[0]]) if later else int(self.frame_pts[kf])
+        return kf, pts
+
+
+def test_seek_landing_after_target_falls_back(suite: dict[str, tuple[Path, VideoInfo]]) -> None:
+    path, info = suite["h264_bframes"]
+    reference = sequential(path, info)
+    broken = OvershootingIndex(info.index.frame_pts, info.index.keyframes)
+    bad_info = dataclasses.replace(info, index=broken)
+    stats = DecodeStats()
+    frames = [3, 14, 15, 30, 47]
+    got = dict(decode_frames(path, bad_info, frames, stats=stats))
+    assert stats.fallbacks >= 1
+    for n in frames:
+        assert np.array_equal(got[n], reference[n]), n
+
+
+def test_ten_bit_becomes_eight_bit(suite: dict[str, tuple[Path, VideoInfo]]) -> None:
+    path, info = suite["hevc_10bit"]
+    assert "10" in info.pix_fmt
+    array = decode_frame(path, info, 5)
+    assert array.dtype == np.uint8 and array.shape == (info.height, info.width, 3)
+    assert mediagen.read_frame_number(array) == 5
+
+
+def test_rotation_is_applied(suite: dict[str, tuple[Path, VideoInfo]]) -> None:
+    for degrees in (90, 180, 270):
+        path, info = suite[f"rotated_{degrees}"]
+        assert info.rotation == degrees
+        array = decode_frame(path, info, 4)
+        assert array.shape[:2] == (info.height, info.width)
+        assert mediagen.read_frame_number(array, degrees) == 4
+        # Undoing the rotation gives the picture as drawn: red stripe at the top left.
+        upright = np.rot90(array, -degrees // 90)
+        assert upright[1, 1, 0] > 150 and upright[1, 1, 2] < 100
+
+
+def test_out_of_range_frames_are_refused(suite: dict[str, tuple[Path, VideoInfo]]) -> None:
+    path, info = suite["h264_bframes"]
+    with pytest.raises(ValueError, match="outside"):
+        list(decode_frames(path, info, [info.frame_count]))
+    with pytest.raises(ValueError, match="outside"):
+        list(decode_frames(path, info, [-1]))
+
+
+def test_damaged_file_raises_media_decode_error(
+    suite: dict[str, tuple[Path, VideoInfo]], tmp_path: Path
+) -> None:
+    path, info = suite["h264_open_gop_mkv"]  # indexed intact, then damaged on disk
+    damaged = tmp_path / path.name
+    shutil.copyfile(path, damaged)
+    data = damaged.read_bytes()
+    damaged.write_bytes(data[: len(data) // 2])
+    last = info.frame_count - 1
+    with pytest.raises(MediaDecodeError) as caught:
+        list(decode_frames(damaged, info, [last]))
+    assert caught.value.frame == last
+    assert str(last) in str(caught.value)
+    assert damaged.name in str(caught.value)
+    missing = tmp_path / "gone.mkv"
+    with pytest.raises(MediaDecodeError):
+        list(decode_frames(missing, info, [0]))
