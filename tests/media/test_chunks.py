@@ -12,6 +12,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import mediagen
 import numpy as np
 import pytest
 from PIL import Image, ImageFile, ImageOps
@@ -469,3 +470,64 @@ def test_video_preview(small_video: tuple[Path, object]) -> None:
         assert img.size == (160, 120)  # never upscaled
         reference = source_frames(path, info, [7])[7]
         assert psnr(np.asarray(img), reference) > 28
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, object]]:
+    out = tmp_path_factory.mktemp("gen")
+    paths = {
+        "rotated_90": mediagen.rotated(out, 90),
+        "rotated_270": mediagen.rotated(out, 270),
+        "hevc_10bit": mediagen.hevc_10bit(out),
+        "vfr_mkv": mediagen.vfr(out, "mkv"),
+        "mjpeg_avi": mediagen.mjpeg(out, "avi"),
+        "odd_size": mediagen.odd_size(out),
+        "h264_avi_bframes": mediagen.h264_avi_bframes(out),
+    }
+    return {name: (path, index_video(path, MediaLimits())) for name, path in paths.items()}
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "rotated_90",
+        "rotated_270",
+        "hevc_10bit",
+        "vfr_mkv",
+        "mjpeg_avi",
+        "odd_size",
+        "h264_avi_bframes",
+    ],
+)
+@pytest.mark.parametrize("chunk_kind", ["mp4", "zip"])
+def test_chunks_of_every_source_kind_hold_the_right_frames(
+    generated: dict[str, tuple[Path, object]], kind: str, chunk_kind: str
+) -> None:
+    path, info = generated[kind]
+    count = info.frame_count  # type: ignore[attr-defined]
+    plan = list(range(count // 2, min(count, count // 2 + 8)))
+    out = io.BytesIO()
+    build_video_chunk(
+        path,
+        info,
+        plan,
+        kind=chunk_kind,
+        quality="compressed",
+        image_quality=80,
+        out=out,  # type: ignore[arg-type]
+    )
+    width, height = info.width, info.height  # type: ignore[attr-defined]
+    if chunk_kind == "mp4":
+        frames, stream = decode_mp4(out.getvalue())
+        assert (stream.width, stream.height) == mp4_geometry(width, height, compressed=True)
+    else:
+        frames = [np.asarray(Image.open(io.BytesIO(data))) for _, data in read_zip(out.getvalue())]
+        assert all(f.shape[:2] == (height, width) for f in frames)
+    assert len(frames) == len(plan)
+    numbers = [mediagen.read_frame_number(f, info.rotation) for f in frames]  # type: ignore[attr-defined]
+    reference = [
+        mediagen.read_frame_number(a, info.rotation)  # type: ignore[attr-defined]
+        for _, a in decode_frames(path, info, plan)  # type: ignore[arg-type]
+    ]
+    assert numbers == reference
+    assert numbers == list(range(numbers[0], numbers[0] + len(plan)))
