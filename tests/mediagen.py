@@ -198,14 +198,16 @@ def h264_open_gop_mkv(out: Path, frames: int = 48, size: Size = SMALL, gop: int 
     )
 
 
-def hevc(out: Path, frames: int = 40, size: Size = SMALL, gop: int = 12) -> Path:
-    """HEVC (libx265) in MP4: CRA keyframes (open GOP) with RASL leading pictures."""
+def hevc(
+    out: Path, frames: int = 40, size: Size = SMALL, gop: int = 12, ext: str = "mp4"
+) -> Path:
+    """HEVC (libx265) in MP4 or MKV: CRA keyframes (open GOP) with RASL leading pictures."""
     params = (
         f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=3:log-level=error"
         ":pools=1:frame-threads=1"
     )
     return write_video(
-        out / "hevc.mp4", codec="libx265", frames=frames, size=size,
+        out / f"hevc.{ext}", codec="libx265", frames=frames, size=size,
         options={"preset": "veryfast", "x265-params": params},
     )
 
@@ -384,6 +386,7 @@ def video_suite(out: Path) -> dict[str, Path]:
         "h264_open_gop": h264_open_gop(out),
         "h264_open_gop_mkv": h264_open_gop_mkv(out),
         "hevc": hevc(out),
+        "hevc_mkv": hevc(out, ext="mkv"),
         "hevc_closed": hevc_closed(out),
         "hevc_10bit": hevc_10bit(out),
         "vp9": vp9(out),

@@ -48,7 +48,7 @@ VIDEO_EXTENSIONS = frozenset({
 })
 #: Pillow formats with a real magic number: when Pillow says so, it is an image.
 _STRONG_IMAGE_FORMATS = frozenset(
-    {"JPEG", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "HEIF", "AVIF", "JPEG2000", "PPM",
+    {"JPEG", "MPO", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "HEIF", "AVIF", "JPEG2000", "PPM",
      "ICO", "CUR", "PSD", "QOI", "DDS", "ICNS", "SGI", "PCX", "BLP", "FLI"}
 )
 

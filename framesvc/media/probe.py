@@ -112,7 +112,7 @@ def probe_image(path: Path, limits: MediaLimits) -> ImageInfo:
             f"over the limit of {limits.max_image_pixels}",
         )
 
-    if fmt == "JPEG":
+    if fmt in ("JPEG", "MPO"):  # MPO: camera JPEGs with extra images after the first
         _check_jpeg_complete(path)
     elif fmt == "PNG":
         late_exif = _check_png_chunks(path)
@@ -416,6 +416,12 @@ def index_video(path: Path, limits: MediaLimits) -> VideoInfo:
        before K but reference the previous GOP; after a seek to K those are missing or
        broken, so K is not a clean entry point and is skipped (the previous keyframe
        serves instead).  A closed-GOP keyframe is decoded first and output first.
+    A'. HEVC in MP4/Matroska only: a CRA/BLA keyframe whose leading pictures are all
+       RASL is accepted too (NAL unit types read from the first bytes of the keyframe
+       and leading packets only): the standard forbids later pictures to reference
+       anything before it and decoders drop RASL pictures when they start there, so
+       x265's default open GOPs stay seekable.  H.264 has no such marking (a recovery
+       point SEI is a promise about output, not a NAL type), so rule A stands there.
     B. the next keyframe-flagged packet has both pts and dts above ``p``.  Demuxers
        pick the seek target by pts (Matroska cues) or by dts (MP4 sample table); with
        this margin a backward seek to ``p`` cannot land on a later keyframe under
@@ -541,6 +547,9 @@ class _Scan:
     pts: array = field(default_factory=lambda: array("q"))
     dts: array = field(default_factory=lambda: array("q"))
     key: bytearray = field(default_factory=bytearray)
+    #: HEVC only: the first VCL NAL unit type of keyframe packets and of packets shown
+    #: before the latest keyframe (its leading pictures); _NAL_UNKNOWN elsewhere.
+    vcl: bytearray | None = None
     suspicious: int = 0  # packets flagged discard or corrupt
     count: int = 0
     first_frame: Any = None  # the first decoded frame (rotation, size, pix_fmt)
@@ -554,7 +563,13 @@ def _scan_packets(
 ) -> _Scan:
     scan = _Scan()
     max_frames = limits.max_video_frames
+    max_packets = max_frames if not decode_all else 2 * max_frames  # fields, hidden frames
     pts_a, dts_a, key_a = scan.pts, scan.dts, scan.key
+    nal_length = _hevc_nal_length_size(stream) if not decode_all else None
+    if nal_length is not None:
+        scan.vcl = bytearray()
+    vcl_a = scan.vcl
+    last_key_pts: int | None = None
     if not decode_all:
         # One frame is wanted, soon: frame threading would delay the first output.
         stream.thread_type = "SLICE"
@@ -567,11 +582,19 @@ def _scan_packets(
             pts, dts = packet.pts, packet.dts
             pts_a.append(_NO_PTS if pts is None else pts)
             dts_a.append(_NO_PTS if dts is None else dts)
-            key_a.append(1 if packet.is_keyframe else 0)
+            is_key = packet.is_keyframe
+            key_a.append(1 if is_key else 0)
+            if vcl_a is not None:
+                leading = pts is not None and last_key_pts is not None and pts < last_key_pts
+                vcl_a.append(
+                    _first_vcl_type(packet, nal_length) if is_key or leading else _NAL_UNKNOWN
+                )
+                if is_key and pts is not None:
+                    last_key_pts = pts
             if packet.is_discard or packet.is_corrupt:
                 scan.suspicious += 1
             scan.count += 1
-            if not decode_all and scan.count > max_frames:
+            if scan.count > max_packets:
                 raise MediaError(name, f"video has over {max_frames} frames, the limit")
             if decoding:
                 try:
@@ -631,36 +654,110 @@ def _demux_index(scan: _Scan, intra_only: bool) -> VideoIndex | None:
         return None
     rank = np.empty_like(order)
     rank[order] = np.arange(order.shape[0])
-    accepted = _seekable_positions(pts, dts, key)
+    vcl = np.frombuffer(scan.vcl, dtype=np.uint8) if scan.vcl is not None else None
+    accepted = _seekable_positions(pts, dts, key, vcl)
     keyframes = np.union1d([0], rank[accepted]).astype(np.int32)
     return VideoIndex(frame_pts=frame_pts, keyframes=keyframes)
 
 
-def _seekable_positions(pts: np.ndarray, dts: np.ndarray, key: np.ndarray) -> np.ndarray:
+def _seekable_positions(
+    pts: np.ndarray, dts: np.ndarray, key: np.ndarray, vcl: np.ndarray | None = None
+) -> np.ndarray:
     """Decode positions of keyframe packets that satisfy rules A and B (see index_video).
 
     Packets without a pts count as +inf for rule A (they display nothing earlier) and
-    are never keyframe candidates.
+    are never keyframe candidates.  With ``vcl`` (HEVC NAL types), rule A also accepts
+    a CRA/BLA keyframe whose leading pictures are all RASL (rule A').
     """
+    n = pts.shape[0]
     big = np.iinfo(np.int64).max
     pts_or_inf = np.where(pts == _NO_PTS, big, pts)
     # suffix_min[i] = min pts of packets i..n-1; the sentinel is for "nothing after".
-    suffix_min = np.minimum.accumulate(pts_or_inf[::-1])[::-1]
-    after_min = np.append(suffix_min[1:], big)
+    suffix_min = np.append(np.minimum.accumulate(pts_or_inf[::-1])[::-1], big)
     candidates = np.flatnonzero(key & (pts != _NO_PTS))
     if candidates.shape[0] == 0:
         return candidates
     cand_pts = pts[candidates]
-    rule_a = cand_pts < after_min[candidates]
-    # Rule B: the next keyframe-flagged packet (whether or not it is accepted).
-    next_key = np.append(candidates[1:], -1)
-    has_next = next_key >= 0
+    rule_a = cand_pts < suffix_min[candidates + 1]
+    # The next keyframe-flagged packet (whether or not it is accepted); n if none.
+    next_key = np.append(candidates[1:], n)
+    if vcl is not None:
+        rule_a |= _rasl_only_irap(pts_or_inf, key, vcl, candidates, next_key, suffix_min)
+    # Rule B.
+    has_next = next_key < n
     nk = next_key[has_next]
     nk_pts = pts_or_inf[nk]
     nk_dts = np.where(dts[nk] == _NO_PTS, big, dts[nk])
     rule_b = np.ones(candidates.shape[0], dtype=bool)
     rule_b[has_next] = np.minimum(nk_pts, nk_dts) > cand_pts[has_next]
     return candidates[rule_a & rule_b]
+
+
+def _rasl_only_irap(
+    pts: np.ndarray,
+    key: np.ndarray,
+    vcl: np.ndarray,
+    candidates: np.ndarray,
+    next_key: np.ndarray,
+    suffix_min: np.ndarray,
+) -> np.ndarray:
+    """Rule A' (HEVC): a CRA/BLA keyframe whose leading pictures are all RASL.
+
+    HEVC guarantees that pictures following an IRAP picture in both decoding and
+    output order never reference anything before it, and a decoder that starts at a
+    CRA/BLA discards its RASL pictures (FFmpeg does, after every seek).  So a seek to
+    such a keyframe yields the keyframe first and every later frame correctly: the
+    open GOPs that x265 writes by default stay seekable.  RADL leading pictures are
+    decodable and would be output first, so any non-RASL leading picture fails, as
+    does a later segment showing anything before the keyframe.
+    """
+    n = pts.shape[0]
+    positions = np.arange(n)
+    segment = np.maximum.accumulate(np.where(key, positions, -1))  # latest key at/before
+    in_segment = segment >= 0
+    seg_pts = np.where(in_segment, pts[np.maximum(segment, 0)], np.iinfo(np.int64).min)
+    leading = in_segment & ~key & (pts < seg_pts)
+    bad = leading & ~np.isin(vcl, _HEVC_RASL)
+    bad_per_key = np.bincount(segment[bad], minlength=n) if bad.any() else np.zeros(n, int)
+    return (
+        np.isin(vcl[candidates], _HEVC_CRA_BLA_WITH_RASL)
+        & (bad_per_key[candidates] == 0)
+        & (suffix_min[next_key] > pts[candidates])
+    )
+
+
+_NAL_UNKNOWN = 255
+#: HEVC NAL unit types: RASL_N, RASL_R; CRA, BLA_W_LP (the IRAPs that may have RASL).
+_HEVC_RASL = (8, 9)
+_HEVC_CRA_BLA_WITH_RASL = (16, 21)
+
+
+def _hevc_nal_length_size(stream: Any) -> int | None:
+    """NAL length-prefix size from an ``hvcC`` record (MP4/Matroska HEVC), else None."""
+    if _codec_name(stream) != "hevc":
+        return None
+    extradata = stream.codec_context.extradata
+    if not extradata or len(extradata) < 23 or extradata[0] != 1:
+        return None  # Annex B start codes, or no record: no refinement
+    return (extradata[21] & 0x03) + 1
+
+
+def _first_vcl_type(packet: Any, length_size: int | None) -> int:
+    """The NAL unit type of the first slice in a length-prefixed HEVC packet."""
+    if length_size is None:
+        return _NAL_UNKNOWN
+    data = memoryview(packet)
+    pos, size = 0, len(data)
+    try:
+        while pos + length_size < size:
+            length = int.from_bytes(data[pos : pos + length_size], "big")
+            nal_type = (data[pos + length_size] >> 1) & 0x3F
+            if nal_type < 32:  # VCL
+                return nal_type
+            pos += length_size + length
+    finally:
+        data.release()
+    return _NAL_UNKNOWN
 
 
 def _decoded_index(path: Path, stream_index: int, scan: _Scan) -> VideoIndex:

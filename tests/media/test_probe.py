@@ -27,7 +27,7 @@ LIMITS = MediaLimits()
 #: displayed frame carries (negative_start: the 5 frames before pts 0 are dropped).
 VIDEO_KINDS = {
     "h264_bframes": 0, "h264_open_gop": 0, "h264_open_gop_mkv": 0, "hevc": 0,
-    "hevc_closed": 0, "hevc_10bit": 0, "vp9": 0, "odd_size": 0, "mjpeg_avi": 0,
+    "hevc_mkv": 0, "hevc_closed": 0, "hevc_10bit": 0, "vp9": 0, "odd_size": 0, "mjpeg_avi": 0,
     "mjpeg_mov": 0, "rotated_90": 0, "rotated_180": 0, "rotated_270": 0, "vfr_mp4": 0,
     "vfr_mkv": 0, "negative_start": 5, "shifted_start": 0, "h264_avi_bframes": 0,
     "mpegts": 0, "raw_h264": 0, "two_streams": 0, "av1": 0,
@@ -58,11 +58,13 @@ def frame_number(frame: av.VideoFrame) -> int:
     return gen.read_frame_number(frame.to_ndarray(format="rgb24"))
 
 
-def first_frame_after_seek(path: Path, stream_index: int, pts: int) -> av.VideoFrame:
+def frames_after_seek(
+    path: Path, stream_index: int, pts: int, count: int
+) -> list[av.VideoFrame]:
     with av.open(str(path)) as container:
         stream = container.streams[stream_index]
         container.seek(pts, stream=stream, backward=True, any_frame=False)
-        return next(container.decode(stream))
+        return [f for _, f in zip(range(count), container.decode(stream), strict=False)]
 
 
 # --------------------------------------------------------------------------- videos
@@ -100,20 +102,25 @@ def test_every_keyframe_is_a_seek_target(videos: dict[str, Path], kind: str) -> 
     for kf in info.index.keyframes.tolist():
         kf_frame, pts = info.index.keyframe_at_or_before(kf)
         assert kf_frame == kf
+        count = min(info.frame_count - kf, 16)  # past the next GOP start (12)
         if kf == 0 and info.index_method == "decode-verified":
             # Demuxers without a sample index (MPEG-TS, raw streams) cannot seek to the
             # first keyframe by its pts; the index promises it from the file start.
-            frame = decode_all(path, info.stream_index)[0]
+            frames = decode_all(path, info.stream_index)[:count]
         else:
-            frame = first_frame_after_seek(path, info.stream_index, pts)
-            assert frame.pts == pts, f"seek to keyframe {kf} (pts {pts}) decoded {frame.pts}"
-        assert frame_number(frame) == first + kf
+            frames = frames_after_seek(path, info.stream_index, pts, count)
+            assert frames[0].pts == pts, f"seek to keyframe {kf} (pts {pts}): {frames[0].pts}"
+            expected_pts = info.index.frame_pts[kf : kf + count].tolist()
+            assert [f.pts for f in frames] == expected_pts
+        # Frame-exact and undamaged: the drawn numbers follow on from the keyframe.
+        assert [frame_number(f) for f in frames] == list(range(first + kf, first + kf + count))
 
 
 @pytest.mark.parametrize("kind", ["h264_bframes", "vp9", "hevc_closed", "mjpeg_avi", "av1",
-                                  "vfr_mp4", "vfr_mkv", "shifted_start"])
-def test_closed_gop_streams_have_every_keyframe(videos: dict[str, Path], kind: str) -> None:
-    """Where every keyframe is clean, none is lost: the GOP (12) or every MJPEG frame."""
+                                  "vfr_mp4", "vfr_mkv", "shifted_start", "hevc", "hevc_mkv"])
+def test_clean_keyframes_are_all_recorded(videos: dict[str, Path], kind: str) -> None:
+    """Where every keyframe is a clean entry point, none is lost: every GOP start (12),
+    every MJPEG frame, and HEVC CRA keyframes whose leading pictures are all RASL."""
     path = _video(videos, kind)
     info = index_video(path, LIMITS)
     with av.open(str(path)) as container:
@@ -125,7 +132,7 @@ def test_closed_gop_streams_have_every_keyframe(videos: dict[str, Path], kind: s
     assert expected == list(range(0, info.frame_count, step))
 
 
-@pytest.mark.parametrize("kind", ["h264_open_gop", "h264_open_gop_mkv", "hevc"])
+@pytest.mark.parametrize("kind", ["h264_open_gop", "h264_open_gop_mkv"])
 def test_open_gop_keyframes_with_leading_pictures_are_not_recorded(
     videos: dict[str, Path], kind: str
 ) -> None:
@@ -142,6 +149,23 @@ def test_open_gop_keyframes_with_leading_pictures_are_not_recorded(
     assert open_keys, "the generator should have produced open-GOP keyframes"
     recorded = {int(info.index.frame_pts[k]) for k in info.index.keyframes}
     assert not recorded & set(open_keys)
+
+
+@pytest.mark.parametrize("kind", ["hevc", "hevc_mkv"])
+def test_hevc_generator_writes_cra_with_rasl(videos: dict[str, Path], kind: str) -> None:
+    """Rule A' is exercised: the x265 stream really has leading pictures."""
+    with av.open(str(videos[kind])) as container:
+        stream = container.streams.video[0]
+        packets = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size]
+    with_leading = [
+        pts
+        for i, (pts, key) in enumerate(packets)
+        if key and i > 0 and any(later < pts for later, _ in packets[i + 1 :])
+    ]
+    assert len(with_leading) >= 2
+    info = index_video(videos[kind], LIMITS)
+    recorded = {int(info.index.frame_pts[k]) for k in info.index.keyframes}
+    assert set(with_leading) <= recorded
 
 
 @pytest.mark.parametrize(("degrees", "size"), [(90, (48, 64)), (180, (64, 48)), (270, (48, 64))])
