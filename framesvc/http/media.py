@@ -392,9 +392,12 @@ def _deleted_frames(value: Any) -> list[int]:
         parsed.append(number)
     if errors:
         raise Invalid(errors)
-    if len(parsed) != len(set(parsed)):
-        raise Invalid(["Deleted frames cannot repeat"])
     return parsed
+
+
+def _check_unique(frames: list[int] | None) -> None:
+    if frames is not None and len(frames) != len(set(frames)):
+        raise bad_request("Deleted frames cannot repeat")
 
 
 def _cloud_storage_id(value: Any) -> None:
@@ -431,6 +434,7 @@ async def patch_task_meta(request: web.Request) -> web.Response:
             fields.check()
         except Invalid as exc:
             raise ApiError(400, exc.detail) from exc
+        _check_unique(frames)
         scope = await _task_scope(conn, task)
         if frames is not None:
             unknown = [f for f in frames if f >= scope.data.size]
@@ -452,6 +456,7 @@ async def patch_job_meta(request: web.Request) -> web.Response:
             fields.check()
         except Invalid as exc:
             raise ApiError(400, exc.detail) from exc
+        _check_unique(frames)
         scope = await _job_scope(conn, job)
         if frames is not None:
             own = job_rel_frames(scope)
