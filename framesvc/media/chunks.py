@@ -47,7 +47,7 @@ from framesvc.media.encode import (
     write_zip,
 )
 from framesvc.media.images import load_compressed_array, original_entry, source_extension
-from framesvc.media.video import frame_to_array, iter_video_frames, rotate_array
+from framesvc.media.video import READERS, frame_to_array, iter_video_frames, rotate_array
 
 if TYPE_CHECKING:
     from framesvc.media.probe import VideoInfo
@@ -232,7 +232,7 @@ def _decoded(
             yield f, None
         return
     uses = Counter(wanted)
-    decoded = iter_video_frames(video, info, wanted)
+    decoded = iter_video_frames(video, info, wanted, pool=READERS)
     ready: dict[int, av.VideoFrame] = {}
     try:
         for f in frames:
@@ -244,6 +244,7 @@ def _decoded(
                 ready[number] = frame
             uses[f] -= 1
             yield f, ready[f] if uses[f] else ready.pop(f)
+        next(decoded, None)  # let it finish cleanly: the reader goes back to the pool
     finally:
         decoded.close()  # type: ignore[attr-defined]
 

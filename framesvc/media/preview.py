@@ -18,7 +18,7 @@ from typing import IO, TYPE_CHECKING
 from PIL import Image
 
 from framesvc.media.images import load_image, open_image, to_chunk_mode
-from framesvc.media.video import decode_frame
+from framesvc.media.video import READERS, decode_frame
 
 if TYPE_CHECKING:
     from framesvc.media.probe import VideoInfo
@@ -57,7 +57,7 @@ def image_preview(source: PathLike) -> bytes:
 
 def video_preview(video: PathLike, info: VideoInfo, frame: int = 0) -> bytes:
     """Preview of frame ``frame`` (absolute) of a video, rotation applied."""
-    return thumbnail_jpeg(Image.fromarray(decode_frame(video, info, frame)))
+    return thumbnail_jpeg(Image.fromarray(decode_frame(video, info, frame, pool=READERS)))
 
 
 def build_preview(

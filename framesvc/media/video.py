@@ -36,7 +36,9 @@ correct JFIF image, which eats almost all of the gain.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -330,6 +332,95 @@ class VideoReader:
             self.seek(kf, pts)
 
 
+class ReaderPool:
+    """Open :class:`VideoReader` objects kept between builds, one borrower at a time.
+
+    Opening a 1080p MP4 costs ~20 ms before the first packet (FFmpeg decodes frames to
+    probe the stream), and a reader that stopped at frame ``n`` continues to ``n + 1``
+    without seeking or re-decoding the GOP.  Keeping a few readers open therefore makes
+    sequential ``type=frame`` downloads (the SDK fetches frame after frame) and
+    consecutive chunk builds (prefetch) cost one decoded frame per frame.
+
+    A reader is returned to the pool only after a clean use; a file replaced on disk
+    (other size or mtime) gets fresh readers.  Bounded by ``max_idle`` readers (each
+    holds the decoder's reference frames), least recently used closed first.
+    """
+
+    def __init__(self, max_idle: int = 4) -> None:
+        self.max_idle = max_idle
+        self._idle: list[tuple[tuple[object, ...], VideoReader]] = []
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(path: str, info: VideoInfo, threads: bool) -> tuple[object, ...]:
+        try:
+            st = os.stat(path)
+            identity: tuple[object, ...] = (st.st_size, st.st_mtime_ns, st.st_ino)
+        except OSError:
+            identity = ()
+        return (path, int(info.frame_count), threads, *identity)
+
+    def _take(self, key: tuple[object, ...], near: int) -> VideoReader | None:
+        with self._lock:
+            best = None
+            for i, (k, reader) in enumerate(self._idle):
+                if k != key:
+                    continue
+                # Prefer a reader positioned just before ``near``: it continues, no seek.
+                behind = reader.last < near
+                score = (behind, reader.last if behind else -reader.last)
+                if best is None or score > best[0]:
+                    best = (score, i)
+            if best is None:
+                return None
+            return self._idle.pop(best[1])[1]
+
+    def _give(self, key: tuple[object, ...], reader: VideoReader) -> None:
+        evicted = None
+        with self._lock:
+            self._idle.append((key, reader))
+            if len(self._idle) > self.max_idle:
+                evicted = self._idle.pop(0)[1]
+        if evicted is not None:
+            evicted.close()
+
+    @contextlib.contextmanager
+    def reader(
+        self,
+        path: str | os.PathLike[str],
+        info: VideoInfo,
+        *,
+        near: int = 0,
+        stats: DecodeStats | None = None,
+        threads: bool = True,
+    ) -> Iterator[VideoReader]:
+        """Borrow a reader for ``path`` (positioned close to ``near`` if possible)."""
+        fspath = os.fspath(path)
+        key = self._key(fspath, info, threads)
+        reader = self._take(key, near)
+        if reader is None:
+            reader = VideoReader(fspath, info, stats=stats, threads=threads)
+        elif stats is not None:
+            reader.stats = stats
+        try:
+            yield reader
+        except BaseException:
+            reader.close()
+            raise
+        reader.stats = DecodeStats()
+        self._give(key, reader)
+
+    def clear(self) -> None:
+        with self._lock:
+            readers, self._idle = self._idle, []
+        for _, reader in readers:
+            reader.close()
+
+
+#: The process-wide pool the chunk and frame builders use.
+READERS = ReaderPool()
+
+
 def iter_video_frames(
     path: str | os.PathLike[str],
     info: VideoInfo,
@@ -337,13 +428,16 @@ def iter_video_frames(
     *,
     stats: DecodeStats | None = None,
     threads: bool = True,
+    pool: ReaderPool | None = None,
 ) -> Iterator[tuple[int, av.VideoFrame]]:
     """Yield ``(frame_number, av.VideoFrame)`` for each wanted frame, in ascending order.
 
     ``frames`` are absolute source frame numbers; duplicates are yielded once.  The
     frames are raw decoder output (no rotation); see :func:`decode_frames` for arrays.
-    Raises :class:`MediaDecodeError` naming the first frame that cannot be produced,
-    and ``ValueError`` for numbers outside ``[0, frame_count)``.
+    With ``pool`` the reader is borrowed from (and returned to) that pool; without, a
+    fresh reader is opened and closed.  Raises :class:`MediaDecodeError` naming the
+    first frame that cannot be produced, and ``ValueError`` for numbers outside
+    ``[0, frame_count)``.
     """
     wanted = sorted(set(frames))
     if not wanted:
@@ -352,7 +446,12 @@ def iter_video_frames(
     if wanted[0] < 0 or wanted[-1] >= count:
         bad = wanted[0] if wanted[0] < 0 else wanted[-1]
         raise ValueError(f"frame {bad} is outside the video's [0, {count - 1}] range")
-    with VideoReader(path, info, stats=stats, threads=threads) as reader:
+    borrowed = (
+        pool.reader(path, info, near=wanted[0], stats=stats, threads=threads)
+        if pool is not None
+        else VideoReader(path, info, stats=stats, threads=threads)
+    )
+    with borrowed as reader:
         for target in wanted:
             frame = reader.read(target)
             reader.stats.yielded += 1
@@ -367,20 +466,30 @@ def decode_frames(
     fmt: ArrayFormat = "rgb24",
     stats: DecodeStats | None = None,
     threads: bool = True,
+    pool: ReaderPool | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(frame_number, array)`` for the wanted frames, rotation applied, 8-bit."""
     rotation = float(getattr(info, "rotation", 0) or 0)
-    for number, frame in iter_video_frames(path, info, frames, stats=stats, threads=threads):
+    for number, frame in iter_video_frames(
+        path, info, frames, stats=stats, threads=threads, pool=pool
+    ):
         yield number, frame_to_array(frame, rotation, fmt)
 
 
 def decode_frame(
-    path: str | os.PathLike[str], info: VideoInfo, frame: int, *, fmt: ArrayFormat = "rgb24"
+    path: str | os.PathLike[str],
+    info: VideoInfo,
+    frame: int,
+    *,
+    fmt: ArrayFormat = "rgb24",
+    pool: ReaderPool | None = None,
 ) -> np.ndarray:
     """One frame as an array (see :func:`decode_frames`)."""
-    for _, array in decode_frames(path, info, [frame], fmt=fmt):
-        return array
-    raise MediaDecodeError(os.path.basename(path), f"frame {frame} could not be decoded", frame)
+    if pool is None:
+        with VideoReader(path, info) as reader:
+            return reader.read_array(frame, fmt)
+    with pool.reader(path, info, near=frame) as reader:
+        return reader.read_array(frame, fmt)
 
 
 def split_runs(frames: Sequence[int], keyframes: Sequence[int]) -> list[list[int]]:

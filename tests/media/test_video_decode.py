@@ -26,6 +26,7 @@ from framesvc.media.probe import VideoIndex, VideoInfo, index_video
 from framesvc.media.video import (
     DecodeStats,
     MediaDecodeError,
+    ReaderPool,
     VideoReader,
     decode_frame,
     decode_frames,
@@ -209,3 +210,29 @@ def test_damaged_file_raises_media_decode_error(
     missing = tmp_path / "gone.mkv"
     with pytest.raises(MediaDecodeError):
         list(decode_frames(missing, info, [0]))
+
+
+def test_reader_pool_continues_where_the_last_read_stopped(
+    suite: dict[str, tuple[Path, VideoInfo]], tmp_path: Path
+) -> None:
+    source, info = suite["h264_bframes"]
+    path = tmp_path / source.name
+    shutil.copyfile(source, path)
+    reference = sequential(path, info)
+    pool = ReaderPool(max_idle=2)
+    first = DecodeStats()
+    assert np.array_equal(decode_frame(path, info, 5, pool=pool), reference[5])
+    got = dict(decode_frames(path, info, range(6, 10), stats=first, pool=pool))
+    assert first.seeks == 0 and first.decoded == 4  # continued from frame 5
+    assert all(np.array_equal(got[n], reference[n]) for n in got)
+    backwards = DecodeStats()
+    list(decode_frames(path, info, [2], stats=backwards, pool=pool))
+    assert backwards.seeks == 1
+    # A file replaced on disk is not read through a reader opened on the old one.
+    other, other_info = suite["h264_open_gop"]
+    shutil.copyfile(other, path)
+    fresh = DecodeStats()
+    got = dict(decode_frames(path, other_info, [3], stats=fresh, pool=pool))
+    assert fresh.seeks == 1
+    assert np.array_equal(got[3], sequential(other, other_info)[3])
+    pool.clear()
