@@ -6,13 +6,18 @@ The rules follow CVAT's sandbox policies (``cvat/apps/engine/rules/tasks.rego`` 
 * a superuser sees and may do everything;
 * a **task** is visible to its owner and its assignee ("task staff") - *not* to the
   assignee of one of its jobs: CVAT's task list filter does not include job assignees,
-  which is why ``JobRead.task_name`` can be null;
-* a **job** is visible to its own assignee and to the staff of its task;
-* changing a task's name, labels, bug tracker, subset, data or annotations ("write") is
-  for task staff; changing its owner or assignee and deleting it ("manage") is for the
-  owner only;
-* changing a job's state or annotations ("write") is for anyone who sees the job;
-  changing its stage or assignee and deleting a GT job ("manage") is for task staff.
+  which is why ``JobRead.task_name`` can be null.  Its data, meta, preview and
+  annotations follow the task;
+* a **job** is visible to its own assignee and to the staff of its task, and so are its
+  data, meta, preview, labels and annotations;
+* changing a task's name, labels, bug tracker, subset, data, meta or annotations
+  ("write") is for task staff; changing its owner or assignee and deleting it
+  ("manage") is for the owner only;
+* changing a job's state, meta or annotations ("write") is for anyone who sees the job;
+  changing its stage ("manage") is for task staff;
+* reassigning a job, and creating or deleting a ground-truth job ("owner"), is for the
+  task's owner only.  CVAT lets the task's assignee do these too; framesvc's issue 4
+  reserves them to the owner (and superusers).
 
 Handlers ask through :func:`get_task_for` / :func:`get_job_for`, which answer 404 for
 what the caller may not see (so ids of other people's tasks do not leak) and 403 for
@@ -82,7 +87,13 @@ def can_view_job(user: User, job: Any, task: Any) -> bool:
 
 
 def can_manage_job(user: User, task: Any) -> bool:
+    """Stage changes: task staff."""
     return is_task_staff(user, task)
+
+
+def can_own_job(user: User, task: Any) -> bool:
+    """Reassignment, ground-truth creation and deletion: the task's owner."""
+    return can_manage_task(user, task)
 
 
 async def get_task_for(
@@ -117,11 +128,14 @@ async def get_job_for(
     *,
     write: bool = False,
     manage: bool = False,
+    owner: bool = False,
 ) -> sa.Row[Any]:
-    """The ``jobs`` row of ``job_id`` if ``user`` may see it (and write/manage it).
+    """The ``jobs`` row of ``job_id`` if ``user`` may see it (and write/manage/own it).
 
-    ``write`` (state, annotations, meta) is allowed to whoever sees the job;
-    ``manage`` (stage, assignee, deletion) needs task staff, else 403.
+    404 if it does not exist or is invisible to ``user``.  ``write`` (state,
+    annotations, meta) is allowed to whoever sees the job; ``manage`` (stage) needs
+    task staff and ``owner`` (assignee, ground-truth deletion) the task's owner, else
+    403.
     """
     if not 0 < job_id <= MAX_ID:
         raise not_found()
@@ -136,5 +150,7 @@ async def get_job_for(
     if task is None or not can_view_job(user, row, task):
         raise not_found()
     if manage and not can_manage_job(user, task):
+        raise forbidden()
+    if owner and not can_own_job(user, task):
         raise forbidden()
     return row

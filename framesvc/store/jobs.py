@@ -91,6 +91,145 @@ async def get_job(conn: AsyncConnection, job_id: int) -> sa.Row[Any] | None:
     return (await conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).first()
 
 
+#: CVAT's ``StageChoice`` and ``StateChoice``.
+STAGES = ("annotation", "validation", "acceptance")
+STATES = ("new", "in progress", "completed", "rejected")
+
+_UNSET: Any = object()
+
+
+async def update_job(
+    conn: AsyncConnection,
+    job: Any,
+    *,
+    stage: str | None = None,
+    state: str | None = None,
+    assignee_id: int | None = _UNSET,
+) -> None:
+    """Apply a job PATCH as ``JobWriteSerializer.update`` does.
+
+    A stage that differs from the current one without an explicit state resets the
+    state to "new"; status is not stored (it is derived, see :func:`job_status`).  A
+    different assignee moves ``assignee_updated_date``; ``updated_date`` moves on every
+    save, as Django's ``auto_now`` does.  ``job`` is the current ``jobs`` row.
+    """
+    now = utcnow()
+    new_stage = stage if stage is not None else job.stage
+    if state is not None:
+        new_state = state
+    elif new_stage != job.stage:
+        new_state = "new"
+    else:
+        new_state = job.state
+    changes: dict[str, Any] = {"stage": new_stage, "state": new_state, "updated_date": now}
+    if assignee_id is not _UNSET and assignee_id != job.assignee_id:
+        changes["assignee_id"] = assignee_id
+        changes["assignee_updated_date"] = now
+    await conn.execute(jobs.update().where(jobs.c.id == job.id).values(**changes))
+
+
+# Ground truth ----------------------------------------------------------------------------
+
+
+async def lock_task(conn: AsyncConnection, task_id: int) -> bool:
+    """Take the task's write lock for the rest of the transaction (CVAT's
+    ``select_for_update``) by moving its ``updated_date``; False if there is no task.
+
+    This must be the transaction's first statement: on SQLite it takes the database
+    write lock before anything is read, on PostgreSQL it locks the task row, so two
+    concurrent ground-truth creations for one task run one after the other and the
+    second sees the first's job.
+    """
+    result = await conn.execute(
+        tasks.update().where(tasks.c.id == task_id).values(updated_date=utcnow())
+    )
+    return result.rowcount > 0
+
+
+async def ground_truth_count(conn: AsyncConnection, task_id: int) -> int:
+    return int(
+        (
+            await conn.execute(
+                sa.select(sa.func.count()).select_from(jobs).where(
+                    jobs.c.task_id == task_id, jobs.c.type == "ground_truth"
+                )
+            )
+        ).scalar_one()
+    )
+
+
+async def range_segments(conn: AsyncConnection, task_id: int) -> list[SegmentSpec]:
+    """The task's annotation (range) segments in creation order, one per segment even
+    when consensus replicas share it - what ``random_per_job`` walks."""
+    rows = await conn.execute(
+        sa.select(segments.c.start_frame, segments.c.stop_frame)
+        .where(segments.c.task_id == task_id, segments.c.type == "range")
+        .order_by(segments.c.id)
+    )
+    return [SegmentSpec.range(r.start_frame, r.stop_frame) for r in rows]
+
+
+async def create_ground_truth_job(
+    conn: AsyncConnection,
+    task_id: int,
+    size: int,
+    abs_frames: Sequence[int],
+    *,
+    assignee_id: int | None = None,
+    stage: str = "annotation",
+    state: str = "new",
+) -> int:
+    """A ``specific_frames`` segment over ``[0, size - 1]`` holding ``abs_frames``
+    (absolute, non-empty) and its ground-truth job; returns the job id.
+
+    The segment is new, so its media cache keys are new too: nothing needs bumping.
+    """
+    spec = SegmentSpec.specific(size, abs_frames)
+    now = utcnow()
+    segment_id = (
+        await conn.execute(
+            segments.insert().values(
+                task_id=task_id,
+                start_frame=spec.start,
+                stop_frame=spec.stop,
+                type=spec.type,
+                frames=list(spec.frames or ()),
+                chunks_updated_date=now,
+            )
+        )
+    ).inserted_primary_key[0]
+    result = await conn.execute(
+        jobs.insert().values(
+            segment_id=segment_id,
+            task_id=task_id,
+            type="ground_truth",
+            parent_job_id=None,
+            assignee_id=assignee_id,
+            assignee_updated_date=now if assignee_id is not None else None,
+            stage=stage,
+            state=state,
+            created_date=now,
+            updated_date=now,
+        )
+    )
+    return int(result.inserted_primary_key[0])
+
+
+async def delete_job_and_segment(conn: AsyncConnection, job: Any) -> None:
+    """Delete a (ground-truth) job and its segment.
+
+    The job's annotations go with it through their ``ON DELETE CASCADE`` to ``jobs``;
+    the segment is deleted only if no other job still uses it.
+    """
+    await conn.execute(jobs.delete().where(jobs.c.id == job.id))
+    still_used = (
+        await conn.execute(sa.select(jobs.c.id).where(jobs.c.segment_id == job.segment_id)
+                           .limit(1))
+    ).first()
+    if still_used is None:
+        await conn.execute(segments.delete().where(segments.c.id == job.segment_id))
+
+
 def job_status(stage: str, state: str) -> str:
     """CVAT's derived job status: annotation / completed / validation."""
     if stage == "annotation":
@@ -214,6 +353,7 @@ JOB_FIELDS = ListFields(
         "assignee", "dimension", "media_type", "mode", "parent_job_id", "project_id",
         "project_name", "stage", "state", "task_id", "task_name", "type",
     ),
-    search=("assignee", "project_name", "task_name"),
+    # CVAT's JobViewSet.search_fields.
+    search=("assignee", "project_name", "stage", "state", "task_name"),
     pk=jobs.c.id,
 )
