@@ -398,3 +398,21 @@ def test_context_images(server: LiveServer, client: Any, tmp_path: Path) -> None
     job = jobs_of(task)[0]
     reply = get(server, data_url("job", job.id, "type=context_image&number=0"))
     assert [n for n, _ in zip_entries(reply.raw)] == ["cam1.jpg", "cam2.jpg"]
+
+
+def test_video_with_zip_chunks(server: LiveServer, client: Any, media: Path) -> None:
+    clip = video(media / "zipped.mp4", 10)
+    task = create_task(client, [clip], name="zip-chunks", chunk_size=4, use_zip_chunks=True)
+    assert (task.data_compressed_chunk_type, task.data_original_chunk_type) == ("imageset",
+                                                                               "video")
+    reply = get(server, data_url("task", task.id, "type=chunk&number=1"))
+    assert reply.headers["Content-Type"] == "application/zip"
+    entries = zip_entries(reply.raw)
+    assert [n for n, _ in entries] == [f"{i:06d}.jpeg" for i in range(4)]
+    assert [read_frame_number(decode_image(d)) for _, d in entries] == [4, 5, 6, 7]
+    reply = get(server, data_url("task", task.id, "type=chunk&number=1&quality=original"))
+    assert reply.headers["Content-Type"] == "video/mp4"
+    assert [read_frame_number(p) for p in decode_mp4(reply.raw)] == [4, 5, 6, 7]
+    reply = get(server, data_url("task", task.id, "type=frame&number=5"))
+    assert reply.headers["Content-Type"] == "image/jpeg"
+    assert read_frame_number(decode_image(reply.raw)) == 5
