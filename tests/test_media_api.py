@@ -92,6 +92,8 @@ def body(reply: Any) -> Any:
     ("type=context_image", ["Number is not specified"]),
     ("type=chunk&number=abc", ["Number must be an integer"]),
     ("type=frame&number=1.5", ["Number must be an integer"]),
+    ("type=frame&number=" + "9" * 5000, ["Number is out of range"]),
+    ("type=chunk&number=+1&quality=original", None),
     ("type=chunk&number=3",
      "Invalid chunk number '3'. The chunk number should be in the [0, 2] range"),
     ("type=chunk&number=-1",
@@ -106,6 +108,9 @@ def body(reply: Any) -> Any:
 def test_task_data_errors(server: LiveServer, image_task: Any, query: str,
                           expected: Any) -> None:
     reply = get(server, data_url("task", image_task.id, query))
+    if expected is None:  # what Python's int() accepts, CVAT accepts
+        assert reply.status == 200, reply.raw
+        return
     assert reply.status == 400, reply.raw
     assert body(reply) == expected
 

@@ -29,6 +29,7 @@ from framesvc.http.responses import ByteRange, MalformedRange, parse_range
     (" Bytes = 3-4 ", ByteRange(3, 4)),
     ("items=0-1", None),
     ("none=whatever", None),
+    ("bytes=" + "9" * 5000 + "-", ByteRange(10**19, None)),
 ])
 def test_parse_range(header: str | None, expected: ByteRange | None) -> None:
     assert parse_range(header) == expected
@@ -114,7 +115,8 @@ def test_resuming_a_download(server: LiveServer, chunk_url: str, full: Any) -> N
 
 def test_unsatisfiable_ranges(server: LiveServer, chunk_url: str, full: Any) -> None:
     size = len(full.raw)
-    for header in (f"bytes={size}-", f"bytes={size + 5}-{size + 9}", "bytes=9-3", "bytes=-0"):
+    for header in (f"bytes={size}-", f"bytes={size + 5}-{size + 9}", "bytes=9-3", "bytes=-0",
+                   "bytes=" + "7" * 6000 + "-"):
         reply = get(server, chunk_url, headers={"Range": header})
         assert reply.status == 416, header
         assert reply.headers["Content-Range"] == f"bytes */{size}"

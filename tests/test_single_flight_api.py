@@ -104,6 +104,33 @@ def test_concurrent_requests_for_a_cold_chunk_build_it_once(
     assert delta(before, after, "framesvc_bytes_served_total") == 32 * len(results[0][1])
 
 
+def test_requests_beyond_the_pool_queue_wait_instead_of_failing(
+    quiet_server: LiveServer, quiet_client: Client, tmp_path: Path
+) -> None:
+    """48 distinct cold chunks at once exceed the 2-worker pool's 2 + 32 places."""
+    task = create_task(quiet_client, images(tmp_path, 48), name="burst", chunk_size=1)
+
+    async def burst() -> list[tuple[int, bytes]]:
+        headers = {"Authorization": f"Token {token(quiet_server)}"}
+        async with aiohttp.ClientSession(quiet_server.url, headers=headers) as session:
+
+            async def one(number: int) -> tuple[int, bytes]:
+                path = f"/api/tasks/{task.id}/data/?type=chunk&number={number}"
+                async with session.get(path) as response:
+                    return response.status, await response.read()
+
+            return await asyncio.gather(*(one(n) for n in range(48)))
+
+    before = metrics(quiet_server)
+    results = asyncio.run(burst())
+    after = metrics(quiet_server)
+    assert [status for status, _ in results] == [200] * 48
+    for number, (_, data) in enumerate(results):
+        ((_, entry),) = zip_entries(data)
+        assert read_frame_number(decode_image(entry)) == number
+    assert delta(before, after, BUILDS) == 48
+
+
 def test_a_job_chunk_and_a_task_chunk_with_the_same_frames_share_one_entry(
     quiet_server: LiveServer, quiet_client: Client, tmp_path: Path
 ) -> None:

@@ -118,6 +118,8 @@ def _integer(raw: str | None, name: str) -> int | None:
         return None
     if _INT.fullmatch(raw) is None:
         raise bad_request(f"{name} must be an integer")
+    if len(raw.strip().lstrip("+-")) > 18:  # beyond any frame or chunk (and int64)
+        raise bad_request(f"{name} is out of range")
     return int(raw)
 
 

@@ -52,6 +52,7 @@ INVALID_RANGE = "Invalid Range header"
 _FALLBACK_CHUNK = 256 * 1024
 
 _RANGE_SPEC = re.compile(r"(\d*)-(\d*)")
+_MAX_DIGITS = 19
 
 
 class MalformedRange(ValueError):
@@ -100,8 +101,14 @@ def parse_range(header: str | None) -> ByteRange | None:
     if not first and not last:
         raise MalformedRange(INVALID_RANGE)
     if not first:
-        return ByteRange(None, int(last))
-    return ByteRange(int(first), int(last) if last else None)
+        return ByteRange(None, _position(last))
+    return ByteRange(_position(first), _position(last) if last else None)
+
+
+def _position(digits: str) -> int:
+    """A byte position; absurdly long numbers saturate (Python refuses to parse > 4300
+    digits) and then behave as "beyond any file": unsatisfiable or clamped."""
+    return int(digits) if len(digits) <= _MAX_DIGITS else 10**_MAX_DIGITS
 
 
 def invalid_range_response() -> web.Response:
