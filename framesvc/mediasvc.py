@@ -589,6 +589,11 @@ class MediaService:
     async def prepare(self, conn: AsyncConnection, scope: MediaScope, spec: ItemSpec) -> Build:
         """The build of ``spec``: sources resolved now, work deferred to the pool."""
         data = scope.data
+        if spec.kind == "context_image":
+            (frame,) = spec.frames
+            if data.is_video or frame is None:  # videos have no related images
+                raise NoContextImages()
+            return _context_build(await self._related_paths(conn, data, frame))
         video = await self.video(conn, data) if data.is_video else None
         if spec.kind == "chunk":
             if video is not None:
@@ -599,10 +604,6 @@ class MediaService:
                                       len(spec.frames))
         (frame,) = spec.frames
         assert frame is not None
-        if spec.kind == "context_image":
-            if video is not None:
-                raise NoContextImages()
-            return _context_build(await self._related_paths(conn, data, frame))
         source = video.path if video is not None else (
             await self._image_paths(conn, data, [frame]))[0]
         assert source is not None

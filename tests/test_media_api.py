@@ -282,6 +282,8 @@ def test_frames(server: LiveServer, image_task: Any, media: Path, video_task: An
         assert picture.shape == (SIZE[1], SIZE[0], 3)
         assert read_frame_number(picture) == 13
         assert psnr(picture, frame_pattern(13, SIZE)) > PSNR_MIN
+    reply = get(server, data_url("task", video_task.id, "type=context_image&number=0"))
+    assert (reply.status, reply.raw) == (404, b"")  # videos have no related images
 
 
 def test_deleted_frames_are_served(server: LiveServer, client: Any, media: Path) -> None:
