@@ -31,7 +31,7 @@ bench-deps:
 		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y ffmpeg nginx-light)
 
 bench: $(STAMP) bench-deps
-	$(BIN)/pytest benchmarks --benchmark-only -p no:cacheprovider -o testpaths=benchmarks
+	$(BIN)/pytest benchmarks --benchmark-only -p no:cacheprovider -o testpaths=benchmarks -o python_files="bench_*.py"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
