@@ -38,6 +38,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -50,7 +51,6 @@ from framesvc.cache import CacheTimeout, MediaCache
 from framesvc.http.context import current_user, iso
 from framesvc.http.errors import JSON_CONTENT_TYPE, ApiError, bad_request, json_response
 from framesvc.http.responses import (
-    ByteRange,
     MalformedRange,
     file_response,
     invalid_range_response,
@@ -103,14 +103,14 @@ def media_service(request: web.Request) -> MediaService:
 # --- parameters ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
 class DataParams:
     """The validated query of a data request (CVAT's ``_DataGetter`` constructor)."""
 
-    def __init__(self, type_: str, quality: str, number: int | None, index: int | None) -> None:
-        self.type = type_
-        self.quality = quality
-        self.number = number
-        self.index = index
+    type: str
+    quality: str
+    number: int | None
+    index: int | None
 
 
 def _integer(raw: str | None, name: str) -> int | None:
@@ -507,4 +507,4 @@ routes = [
     ("GET", "/api/jobs/{id}/preview", job_preview),
 ]
 
-__all__ = ["MEDIA", "ByteRange", "media_service", "parse_data_params", "routes"]
+__all__ = ["MEDIA", "DataParams", "media_service", "parse_data_params", "routes"]
