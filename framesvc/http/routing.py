@@ -17,12 +17,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: Path parameters named like this are matched as integers.
 INT_PARAMS = ("id", "task_id", "job_id", "user_id", "label_id")
 
+#: ASCII digits only (``\d`` would admit other scripts' digits) and at most 19 of them, so
+#: ``int()`` never sees a number longer than a 64-bit id; longer ones simply do not route.
+INT_PATTERN = r"[0-9]{1,19}"
+
 
 def optional_slash(path: str) -> str:
-    """``/api/tasks/{id}/data/`` -> ``/api/tasks/{id:\\d+}/data{_slash:/?}``."""
+    """``/api/tasks/{id}/data/`` -> ``/api/tasks/{id:[0-9]{1,19}}/data{_slash:/?}``."""
     path = path.rstrip("/")
     for name in INT_PARAMS:
-        path = path.replace("{" + name + "}", "{" + name + r":\d+}")
+        path = path.replace("{" + name + "}", "{" + name + ":" + INT_PATTERN + "}")
     return path + "{_slash:/?}"
 
 

@@ -13,6 +13,7 @@ omits a key framesvc sends a value of the right type instead, because the SDK ra
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -304,6 +305,10 @@ def char_field(
     return text
 
 
+#: DRF's integer text, limited to ASCII digits and to lengths ``int()`` always accepts.
+_INT_TEXT = re.compile(r"[+-]?[0-9]{1,30}")
+
+
 def int_field(
     value: Any,
     *,
@@ -322,7 +327,7 @@ def int_field(
         number = value
     elif isinstance(value, float) and value.is_integer():
         number = int(value)
-    elif isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+    elif isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
         number = int(value.strip())
     else:
         raise Invalid(["A valid integer is required."])
