@@ -51,6 +51,8 @@ MAX_NODES = 2000
 EMPTY = "filter shouldn't be empty"
 
 Fields = Mapping[str, sa.ColumnElement[Any]]
+#: Per field, other spellings of stored values (``{"type": {"replica": "consensus_replica"}}``).
+Aliases = Mapping[str, Mapping[str, str]]
 
 
 class ListQueryError(ValueError):
@@ -130,11 +132,15 @@ def coerce(expr: sa.ColumnElement[Any], value: Any) -> Any:
     return value
 
 
-def _value(name: str, expr: sa.ColumnElement[Any], value: Any) -> Any:
+def _value(name: str, expr: sa.ColumnElement[Any], value: Any,
+           aliases: Aliases | None = None) -> Any:
     try:
-        return coerce(expr, value)
+        converted = coerce(expr, value)
     except (TypeError, ValueError, OverflowError) as exc:
         raise _error(f"{json.dumps(value)} is not a valid value for '{name}'") from exc
+    if aliases and isinstance(converted, str):
+        return aliases.get(name, {}).get(converted, converted)
+    return converted
 
 
 # Translation ------------------------------------------------------------------------------
@@ -161,9 +167,13 @@ def _is_var(node: Any) -> bool:
 
 
 class _Translator:
-    def __init__(self, fields: Fields) -> None:
+    def __init__(self, fields: Fields, aliases: Aliases | None) -> None:
         self.fields = fields
+        self.aliases = aliases
         self.nodes = 0
+
+    def value(self, name: str, value: Any) -> Any:
+        return _value(name, self.fields[name], value, self.aliases)
 
     def var(self, node: Any) -> str:
         name = node["var"]
@@ -215,7 +225,7 @@ class _Translator:
         else:
             raise _error(f"'{op}' compares one variable with one value")
         expr = self.fields[name]
-        converted = _value(name, expr, value)
+        converted = self.value(name, value)
         if converted is None:
             if op != "==":
                 raise _error(f"'{name}' cannot be compared with null by '{op}'")
@@ -225,7 +235,7 @@ class _Translator:
     def between(self, args: list[Any]) -> sa.ColumnElement[bool]:
         name = self.var(args[1])
         expr = self.fields[name]
-        low, high = _value(name, expr, args[0]), _value(name, expr, args[2])
+        low, high = self.value(name, args[0]), self.value(name, args[2])
         if low is None or high is None:
             raise _error(f"the bounds of '{name}' cannot be null")
         return _two_valued(sa.and_(expr >= low, expr <= high))
@@ -237,7 +247,7 @@ class _Translator:
             if not isinstance(needle, list):
                 raise _error(f"'in' needs a list of values for '{name}'")
             expr = self.fields[name]
-            values = [_value(name, expr, v) for v in needle]
+            values = [self.value(name, v) for v in needle]
             # Like Django's __in lookup, null never matches a listed value.
             return _two_valued(expr.in_([v for v in values if v is not None]))
         if not _is_var(needle):
@@ -266,17 +276,20 @@ def parse_filter(raw: str) -> Any:
     return rule
 
 
-def translate(fields: Fields, rule: Any) -> sa.ColumnElement[bool]:
+def translate(fields: Fields, rule: Any, aliases: Aliases | None = None
+              ) -> sa.ColumnElement[bool]:
     """The WHERE clause of an already parsed rule over ``fields`` (name -> SQL)."""
-    return _Translator(fields).rule(rule, 0)
+    return _Translator(fields, aliases).rule(rule, 0)
 
 
-def json_logic_where(fields: Fields, raw: str) -> sa.ColumnElement[bool]:
+def json_logic_where(fields: Fields, raw: str, aliases: Aliases | None = None
+                     ) -> sa.ColumnElement[bool]:
     """The WHERE clause of a ``filter`` query parameter over ``fields``."""
-    return translate(fields, parse_filter(raw))
+    return translate(fields, parse_filter(raw), aliases)
 
 
 __all__ = [
+    "Aliases",
     "ListQueryError",
     "coerce",
     "json_logic_where",

@@ -356,4 +356,7 @@ JOB_FIELDS = ListFields(
     # CVAT's JobViewSet.search_fields.
     search=("assignee", "project_name", "stage", "state", "task_name"),
     pk=jobs.c.id,
+    # cvat-sdk 2.80 spells the replica job type "replica" (its JobType enum, which it
+    # checks in ``jobs.list(type=...)``); CVAT's server and spec say "consensus_replica".
+    aliases={"type": {"replica": "consensus_replica"}},
 )

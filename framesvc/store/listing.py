@@ -26,7 +26,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from framesvc.store.filters import ListQueryError, coerce, json_logic_where
+from framesvc.store.filters import Aliases, ListQueryError, coerce, json_logic_where
 
 __all__ = ["ListFields", "ListQueryError", "apply_list_query", "simple_value"]
 
@@ -47,6 +47,8 @@ class ListFields:
     #: Final tie-breaker so that pages never overlap (``id`` of the listed table).
     pk: sa.ColumnElement[Any] = field(default=None)  # type: ignore[assignment]
     default_sort: str = "-id"
+    #: Other spellings of stored values accepted by filters (see ``store/filters.py``).
+    aliases: Aliases = field(default_factory=dict)
 
     @property
     def filterable(self) -> dict[str, sa.ColumnElement[Any]]:
@@ -57,12 +59,15 @@ class ListFields:
 _SEARCH_SPLIT = re.compile(r"[\s,]+")
 
 
-def simple_value(name: str, expr: sa.ColumnElement[Any], raw: str) -> Any:
+def simple_value(fields: ListFields, name: str, raw: str) -> Any:
     """A ``<field>=value`` query value as the field's type; a 400 if it is not one."""
     try:
-        return coerce(expr, raw)
+        value = coerce(fields.columns[name], raw)
     except (TypeError, ValueError, OverflowError) as exc:
         raise ListQueryError({name: [f"Invalid value: {raw!r}."]}) from exc
+    if isinstance(value, str):
+        return fields.aliases.get(name, {}).get(value, value)
+    return value
 
 
 def _order_by(fields: ListFields, raw: str) -> list[sa.ColumnElement[Any]]:
@@ -82,7 +87,9 @@ def _order_by(fields: ListFields, raw: str) -> list[sa.ColumnElement[Any]]:
             continue
         seen.add(name)
         expr = fields.columns[name]
-        clauses.append(expr.desc() if desc else expr.asc())
+        # PostgreSQL's (and so CVAT's) placement of nulls on every backend: last when
+        # ascending, first when descending.  SQLite's own default is the opposite.
+        clauses.append(expr.desc().nulls_first() if desc else expr.asc().nulls_last())
     return clauses
 
 
@@ -114,13 +121,14 @@ def apply_list_query(
     for name in fields.simple:
         if name in params:
             expr = fields.columns[name]
-            query = query.where(expr == simple_value(name, expr, params[name]))
+            query = query.where(expr == simple_value(fields, name, params[name]))
     if params.get("search"):
         clause = _search(fields, params["search"])
         if clause is not None:
             query = query.where(clause)
     if "filter" in params:
-        query = query.where(json_logic_where(fields.filterable, params["filter"]))
+        query = query.where(
+            json_logic_where(fields.filterable, params["filter"], fields.aliases))
     order = _order_by(fields, params.get("sort") or fields.default_sort)
     if not order:
         order = _order_by(fields, fields.default_sort)
