@@ -13,7 +13,7 @@ per run; then:
 * a random single frame (``type=frame``), original (1080p PNG) and compressed
   (540p PNG);
 * the encoder choices of ``framesvc.media.encode``: JPEG via simplejpeg, OpenCV and
-  Pillow; PNG via OpenCV and Pillow.
+  Pillow; PNG via our ISA-L writer, OpenCV and Pillow.
 
 Targets (asserted, they are the point of the suite): chunk ≤ 1.0× ffmpeg, ≥ 2.5×
 faster than CVAT-style, random frame median ≤ 150 ms.  Medians and ratios are stored
@@ -42,6 +42,7 @@ import simplejpeg
 from PIL import Image
 
 from framesvc.media.chunks import build_video_chunk, build_video_frame
+from framesvc.media.encode import encode_png
 from framesvc.media.limits import MediaLimits
 from framesvc.media.probe import VideoInfo, index_video
 
@@ -244,8 +245,15 @@ def _pil_png(rgb: np.ndarray) -> bytes:
 
 @pytest.mark.parametrize(
     "encoder",
-    [_simplejpeg, _cv2_jpeg, _pil_jpeg, _cv2_png, _pil_png],
-    ids=["jpeg-simplejpeg", "jpeg-opencv", "jpeg-pillow-optimize", "png-opencv-1", "png-pillow-1"],
+    [_simplejpeg, _cv2_jpeg, _pil_jpeg, encode_png, _cv2_png, _pil_png],
+    ids=[
+        "jpeg-simplejpeg",
+        "jpeg-opencv",
+        "jpeg-pillow-optimize",
+        "png-ours-isal",
+        "png-opencv-1",
+        "png-pillow-1",
+    ],
 )
 def test_encoders(benchmark: Any, frame_rgb: np.ndarray, encoder: Callable[..., bytes]) -> None:
     data = benchmark(encoder, frame_rgb)

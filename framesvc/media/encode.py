@@ -2,14 +2,15 @@
 
 Choices, measured on this machine (1080p frames, see ``benchmarks/bench_chunks.py``):
 
-* **JPEG**: simplejpeg (bundled libjpeg-turbo 3, releases the GIL) at 4:2:0, ~5 ms per
-  1080p frame, against OpenCV ``imencode`` ~5.4 ms (plus an RGB→BGR pass) and Pillow
-  ``save(optimize=True)`` from ``to_image()`` ~14 ms.  Without Huffman optimisation
-  the files are ~5-8 % larger than CVAT's; a chunk is built once and served many
-  times, but the build is on the request's critical path, so speed wins.
+* **JPEG**: simplejpeg (bundled libjpeg-turbo 3, releases the GIL) at 4:2:0, ~4.0 ms
+  per 1080p frame, against OpenCV ``imencode`` ~4.6 ms (including its RGB→BGR pass)
+  and Pillow ``save(optimize=True)`` ~8.9 ms (plus ~7 ms for CVAT's ``to_image()``).
+  Without Huffman optimisation the files are ~5-8 % larger than CVAT's; a chunk is
+  built once and served many times, but the build is on the request's critical path,
+  so speed wins.
 * **PNG**: our own minimal writer (Up filter in NumPy, ISA-L deflate level 1):
-  ~15 ms per 1080p frame, against OpenCV ``imencode`` level 1 ~95 ms, Pillow
-  ``compress_level=1`` ~120-150 ms and OpenCV level 0 (stored) ~45 ms for 3× the size;
+  ~12 ms per 1080p frame, against OpenCV ``imencode`` level 1 ~83 ms, Pillow
+  ``compress_level=1`` ~97 ms and OpenCV level 0 (stored) ~45 ms for 3× the size;
   the output is a little smaller than OpenCV's level 1.  A ``type=frame`` request of a
   video task is mostly PNG encoding, so this matters.
 * **H.264**: PyAV + libx264, constrained baseline (``profile=baseline``, CAVLC,
@@ -96,7 +97,7 @@ def encode_png(array: np.ndarray) -> bytes:
     Our own writer: every row uses the *Up* filter (one vectorised NumPy subtraction;
     on camera frames it compresses as well as libpng's per-row adaptive choice) and
     the IDAT stream is deflated by ISA-L at level 1.  On a 1080p frame that is about
-    15 ms for a file slightly smaller than OpenCV's ``imencode`` at level 1 (~95 ms).
+    12 ms for a file slightly smaller than OpenCV's ``imencode`` at level 1 (~83 ms).
     """
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
