@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: serve test lint fmt bench bench-deps clean
+.PHONY: serve test lint fmt bench bench-deps load clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,11 +27,19 @@ fmt: $(STAMP)
 
 # Benchmarks compare against references measured in the same run (ffmpeg, nginx).
 bench-deps:
-	command -v ffmpeg >/dev/null && command -v nginx >/dev/null || \
-		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y ffmpeg nginx-light)
+	command -v ffmpeg >/dev/null && command -v nginx >/dev/null && command -v wrk >/dev/null || \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y ffmpeg nginx-light wrk)
 
 bench: $(STAMP) bench-deps
 	$(BIN)/pytest benchmarks --benchmark-only -p no:cacheprovider -o testpaths=benchmarks -o python_files="bench_*.py"
+
+# Soak: simulated annotators against a framesvc started in a temp dir (benchmarks/README.md).
+DURATION ?= 600
+CONNECTIONS ?= 64
+LOAD_REPORT ?= /tmp/framesvc-load-report.json
+load: $(STAMP)
+	$(BIN)/python benchmarks/load.py --spawn --duration $(DURATION) --connections $(CONNECTIONS) \
+		--report $(LOAD_REPORT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
