@@ -305,6 +305,16 @@ class VideoReader:
         count = int(self.info.frame_count)
         if not 0 <= target < count:
             raise ValueError(f"frame {target} is outside the video's [0, {count - 1}] range")
+        try:
+            return self._read(target)
+        except (av.error.FFmpegError, OSError) as exc:
+            # Damaged files fail inside the demuxer too, not only in the decoder.
+            self.close()
+            raise MediaDecodeError(
+                self.name, f"frame {target} could not be decoded ({exc})", target
+            ) from exc
+
+    def _read(self, target: int) -> av.VideoFrame:
         self.target = target
         kf, pts = self.keyframe_for(target)
         if self._frames is None or target <= self.last or kf > self.last + 1:

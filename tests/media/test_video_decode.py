@@ -236,3 +236,26 @@ def test_reader_pool_continues_where_the_last_read_stopped(
     assert fresh.seeks == 1
     assert np.array_equal(got[3], sequential(other, other_info)[3])
     pool.clear()
+
+
+@pytest.mark.parametrize("kind", ["h264_bframes", "hevc_closed", "vp9", "mjpeg_avi"])
+def test_corrupted_bytes_give_frames_or_media_decode_errors(
+    suite: dict[str, tuple[Path, VideoInfo]], tmp_path: Path, kind: str
+) -> None:
+    """Damage after indexing: every frame either decodes or fails as MediaDecodeError."""
+    path, info = suite[kind]
+    with av.open(str(path)) as container:  # damage media data, not container headers
+        packets = [(p.pos, p.size) for p in container.demux(video=0) if p.size and p.pos >= 0]
+    offsets = [pos + size // 2 for pos, size in packets[len(packets) // 3 :: 3]]
+    damaged = mediagen.bit_flipped(path, tmp_path, offsets)
+    outcomes = []
+    for n in range(info.frame_count):
+        try:
+            array = decode_frame(damaged, info, n)
+        except MediaDecodeError as exc:
+            assert exc.frame in (n, None)
+            outcomes.append("error")
+        else:
+            assert array.shape == (info.height, info.width, 3)
+            outcomes.append("frame")
+    assert "frame" in outcomes  # the undamaged start still decodes
