@@ -68,7 +68,7 @@ def create_task(client: Client, folder: Path, frames: int, *, name: str | None =
                 **spec: Any) -> Any:
     """A task of ``frames`` generated 64x48 PNGs, created through the SDK's upload."""
     data_params = {"image_quality": 80}
-    for key in ("start_frame", "stop_frame", "frame_filter", "chunk_size"):
+    for key in ("start_frame", "stop_frame", "frame_step", "chunk_size"):
         if key in spec:
             data_params[key] = spec.pop(key)
     files = images(folder, frames)
