@@ -298,3 +298,136 @@ requests = sa.Table(
     sa.Column("result_id", sa.Integer, nullable=True),
     sa.Column("result_url", sa.Text, nullable=True),
 )
+
+# Annotations (revision 0002) -------------------------------------------------------------
+#
+# CVAT's LabeledData, one row per object.  Every row names its job (deleting a job or its
+# task deletes its annotations) and, where it has one, its label (deleting a label deletes
+# what was drawn with it).  Frames are task-relative.  Ids are never reused
+# (``sqlite_autoincrement``), so an id a client kept cannot come to mean another object.
+
+#: The version of a job's annotations, bumped by every change (no row: version 0).
+job_annotation_versions = sa.Table(
+    "job_annotation_versions",
+    metadata,
+    sa.Column(
+        "job_id", sa.Integer, sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("version", sa.Integer, nullable=False, server_default="0"),
+)
+
+
+def _annotation_columns() -> list[sa.Column[object]]:
+    return [
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column(
+            "job_id", sa.Integer, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
+        ),
+        sa.Column(
+            "label_id", sa.Integer, sa.ForeignKey("labels.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column("frame", sa.Integer, nullable=False),
+        sa.Column("group", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("source", sa.String(16), nullable=False, server_default="manual"),
+    ]
+
+
+def _geometry_columns() -> list[sa.Column[object]]:
+    return [
+        sa.Column("type", sa.String(16), nullable=False),
+        sa.Column("occluded", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("outside", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("z_order", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("rotation", sa.Float, nullable=False, server_default="0"),
+        #: A JSON list of floats.
+        sa.Column("points", sa.JSON, nullable=False),
+    ]
+
+
+labeled_tags = sa.Table(
+    "labeled_tags", metadata, *_annotation_columns(), sqlite_autoincrement=True
+)
+sa.Index("ix_labeled_tags_job_id", labeled_tags.c.job_id)
+
+#: Shapes; a skeleton's elements are shapes with ``parent_id``.
+labeled_shapes = sa.Table(
+    "labeled_shapes",
+    metadata,
+    *_annotation_columns(),
+    sa.Column("parent_id", sa.Integer, sa.ForeignKey("labeled_shapes.id", ondelete="CASCADE")),
+    *_geometry_columns(),
+    sa.Column("score", sa.Float, nullable=False, server_default="1"),
+    sqlite_autoincrement=True,
+)
+sa.Index("ix_labeled_shapes_job_id", labeled_shapes.c.job_id)
+sa.Index("ix_labeled_shapes_parent_id", labeled_shapes.c.parent_id)
+
+#: Tracks; a skeleton track's element tracks have ``parent_id``.
+labeled_tracks = sa.Table(
+    "labeled_tracks",
+    metadata,
+    *_annotation_columns(),
+    sa.Column("parent_id", sa.Integer, sa.ForeignKey("labeled_tracks.id", ondelete="CASCADE")),
+    #: The track in an earlier job this one continues (a task-level track cut at a job
+    #: border).  Deliberately not a foreign key: a job-level update deletes and re-inserts
+    #: a track under the same id, and the link must survive that.
+    sa.Column("continues_id", sa.Integer, nullable=True),
+    sqlite_autoincrement=True,
+)
+sa.Index("ix_labeled_tracks_job_id", labeled_tracks.c.job_id)
+sa.Index("ix_labeled_tracks_parent_id", labeled_tracks.c.parent_id)
+
+#: Keyframes of tracks.
+tracked_shapes = sa.Table(
+    "tracked_shapes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "job_id", sa.Integer, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column(
+        "track_id", sa.Integer, sa.ForeignKey("labeled_tracks.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("frame", sa.Integer, nullable=False),
+    *_geometry_columns(),
+    #: Interpolated at a job border by a task-level write (left out of the task view).
+    sa.Column("synthetic", sa.Boolean, nullable=False, server_default=sa.false()),
+    sqlite_autoincrement=True,
+)
+sa.Index("ix_tracked_shapes_job_id", tracked_shapes.c.job_id)
+sa.Index("ix_tracked_shapes_track_id", tracked_shapes.c.track_id)
+
+#: Attribute values; exactly one of the owner columns is set.  ``spec_id`` is the id of an
+#: attribute spec inside ``labels.attributes``.
+annotation_attributes = sa.Table(
+    "annotation_attributes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "job_id", sa.Integer, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("tag_id", sa.Integer, sa.ForeignKey("labeled_tags.id", ondelete="CASCADE")),
+    sa.Column("shape_id", sa.Integer, sa.ForeignKey("labeled_shapes.id", ondelete="CASCADE")),
+    sa.Column("track_id", sa.Integer, sa.ForeignKey("labeled_tracks.id", ondelete="CASCADE")),
+    sa.Column(
+        "tracked_shape_id", sa.Integer,
+        sa.ForeignKey("tracked_shapes.id", ondelete="CASCADE"),
+    ),
+    sa.Column("spec_id", sa.Integer, nullable=False),
+    sa.Column("value", sa.String(4096), nullable=False),
+    sa.CheckConstraint(
+        " + ".join(
+            f"(CASE WHEN {c} IS NULL THEN 0 ELSE 1 END)"
+            for c in ("tag_id", "shape_id", "track_id", "tracked_shape_id")
+        ) + " = 1",
+        name="one_owner",
+    ),
+    sqlite_autoincrement=True,
+)
+sa.Index("ix_annotation_attributes_job_id", annotation_attributes.c.job_id)
+sa.Index("ix_annotation_attributes_tag_id", annotation_attributes.c.tag_id)
+sa.Index("ix_annotation_attributes_shape_id", annotation_attributes.c.shape_id)
+sa.Index("ix_annotation_attributes_track_id", annotation_attributes.c.track_id)
+sa.Index("ix_annotation_attributes_tracked_shape_id", annotation_attributes.c.tracked_shape_id)
