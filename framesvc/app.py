@@ -32,6 +32,7 @@ ROUTE_MODULES: list[str] = [
     "uploads",
     "media",
     "metrics",
+    "annotations",
 ]
 
 
