@@ -62,16 +62,14 @@ class TaskView:
     data: LabeledData
     #: The stored rows behind each shown object, by the shown object's (kind, id).
     rows: dict[ObjectRef, list[RowRef]] = field(default_factory=dict)
+    _by_row: dict[ObjectRef, list[RowRef]] | None = field(default=None, repr=False)
 
     def group(self, kind: str, object_id: int) -> list[RowRef] | None:
         """The rows of the shown object that has, or stands for, row ``object_id``."""
-        found = self.rows.get((kind, object_id))
-        if found is not None:
-            return found
-        for (k, _), rows in self.rows.items():
-            if k == kind and any(row_id == object_id for _, row_id in rows):
-                return rows
-        return None
+        if self._by_row is None:
+            self._by_row = {(k, row_id): rows for (k, _), rows in self.rows.items()
+                            for _, row_id in rows}
+        return self.rows.get((kind, object_id)) or self._by_row.get((kind, object_id))
 
 
 def _ordered(parts: Iterable[tuple[JobPart, LabeledData]]) -> list[tuple[JobPart, LabeledData]]:

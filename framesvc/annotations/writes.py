@@ -192,6 +192,7 @@ async def write_task(conn: AsyncConnection, parts: Sequence[JobPart], action: st
         for kind in KINDS:
             objects = _objects(payload, kind)
             _ids_once(kind, objects)
+            by_job: dict[int, list] = {}
             for obj in objects:
                 if obj.id is None:
                     _forget_nested_ids(obj)
@@ -199,11 +200,17 @@ async def write_task(conn: AsyncConnection, parts: Sequence[JobPart], action: st
                 group = view.group(kind, obj.id)
                 if group is None:
                     raise AnnotationError(f"{kind} id `{obj.id}` is invalid")
+                if any((kind, row) in owners for _, row in group):
+                    raise AnnotationError(f"{kind} id `{obj.id}` is given more than once")
                 owner_job = next((j for j, r in group if r == obj.id), group[0][0])
-                owners[(kind, obj.id)] = owner_job
+                owners.update(((kind, row), owner_job) for _, row in group)
                 doomed[kind].extend(group)
-                owned = await store.stored_ids(conn, kind, [owner_job], [obj.id])
-                _keep_owned(obj, owned)
+                by_job.setdefault(owner_job, []).append(obj)
+            for job_id, owned_objects in by_job.items():
+                owned = await store.stored_ids(conn, kind, [job_id],
+                                               [o.id for o in owned_objects])
+                for obj in owned_objects:
+                    _keep_owned(obj, owned)
         for kind in KINDS:
             await store.delete_rows(conn, kind, doomed[kind])
             changed.update(job for job, _ in doomed[kind])

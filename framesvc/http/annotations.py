@@ -13,7 +13,9 @@ As CVAT's ``JobViewSet.annotations`` / ``TaskViewSet.annotations``:
 Every write is parsed (``annotations.parse``) and validated against the labels and
 frames (``annotations.validate``) before the database is touched, then applied in one
 transaction (``annotations.writes``), so a rejected request changes nothing, not even
-the version.  Importing annotation files (POST) is not implemented.
+the version.  Parsing, checking, merging and rendering are CPU work on possibly large
+bodies; they run in the worker pool, off the event loop.  Importing annotation files
+(POST) is not implemented.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 
 from framesvc.access import get_job_for, get_task_for
 from framesvc.annotations import writes
-from framesvc.annotations.merge import JobPart
+from framesvc.annotations.merge import JobPart, merge_jobs
 from framesvc.annotations.model import LabeledData, data_json
 from framesvc.annotations.parse import ACTIONS, parse_labeled_data
 from framesvc.annotations.tracks import normalize_tracks
@@ -41,7 +43,7 @@ from framesvc.annotations.validate import (
 )
 from framesvc.app import services
 from framesvc.http.context import current_user
-from framesvc.http.errors import ApiError, bad_request, json_response, not_found
+from framesvc.http.errors import JSON_CONTENT_TYPE, ApiError, bad_request, not_found
 from framesvc.http.routing import int_param
 from framesvc.http.serializers import Invalid
 from framesvc.store import annotations as store
@@ -76,31 +78,47 @@ def _import_gone() -> web.Response:
         """)
 
 
-async def _body(request: web.Request) -> Any:
-    """The JSON body; an empty body is an empty object (DRF's ``request.data``)."""
-    raw = await request.read()
-    if not raw.strip():
-        return {}
+def _prepare(raw: bytes, action: str, labels: dict[int, LabelInfo], frames: frozenset[int],
+             name: str) -> LabeledData:
+    """Body bytes -> checked LabeledData (CPU work: runs in the worker pool).
+
+    An empty body is an empty object (DRF's ``request.data``).  Writes other than
+    deletes get CVAT's track frame corrections and the label/attribute/frame checks.
+    """
     try:
-        return json.loads(raw)
+        payload = json.loads(raw) if raw.strip() else {}
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, {"detail": f"JSON parse error - {exc}"}) from exc
-
-
-def _parse(payload: Any, action: str) -> LabeledData:
     try:
-        return parse_labeled_data(payload, action)
+        data = parse_labeled_data(payload, action)
     except Invalid as exc:
         raise ApiError(400, exc.detail) from exc
+    if action != "delete":
+        normalize_tracks(data.tracks)
+        try:
+            validate_data(data, Scope(labels, frames, name))
+        except AnnotationError as exc:
+            raise bad_request(str(exc)) from exc
+    return data
 
 
-def _check(payload: LabeledData, labels: dict[int, LabelInfo], frames: frozenset[int],
-           name: str) -> None:
-    normalize_tracks(payload.tracks)
-    try:
-        validate_data(payload, Scope(labels, frames, name))
-    except AnnotationError as exc:
-        raise bad_request(str(exc)) from exc
+async def _checked(request: web.Request, action: str, labels: dict[int, LabelInfo],
+                   frames: frozenset[int], name: str) -> LabeledData:
+    raw = await request.read()
+    return await services(request).pool.run(_prepare, raw, action, labels, frames, name)
+
+
+def _render(data: LabeledData, labels: dict[int, LabelInfo] | None = None) -> bytes:
+    """LabeledData -> response bytes, with attribute defaults when ``labels`` are given."""
+    if labels is not None:
+        extend_attributes(data, labels)
+    return json.dumps(data_json(data), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+async def _respond(request: web.Request, data: LabeledData,
+                   labels: dict[int, LabelInfo] | None = None) -> web.Response:
+    body = await services(request).pool.run(_render, data, labels)
+    return web.Response(body=body, content_type=JSON_CONTENT_TYPE)
 
 
 def _action(request: web.Request) -> str:
@@ -145,7 +163,7 @@ async def _write_job(request: web.Request, job: Any, action: str,
             raise not_found()
         return await writes.write_job(conn, job.id, action, payload)
 
-    return json_response(data_json(await _apply(request, job.task_id, write)))
+    return await _respond(request, await _apply(request, job.task_id, write))
 
 
 async def get_job_annotations(request: web.Request) -> web.StreamResponse:
@@ -156,8 +174,7 @@ async def get_job_annotations(request: web.Request) -> web.StreamResponse:
             return _export_gone("jobs")
         labels = await store.task_labels(conn, job.task_id)
         stored = (await store.load(conn, [job.id]))[job.id]
-    extend_attributes(stored, labels)
-    return json_response(data_json(stored))
+    return await _respond(request, stored, labels)
 
 
 async def put_job_annotations(request: web.Request) -> web.StreamResponse:
@@ -165,8 +182,7 @@ async def put_job_annotations(request: web.Request) -> web.StreamResponse:
     job, labels, part = await _job_context(request, user, write=True)
     if IMPORT_STATUS_PARAMS & request.query.keys():
         return _import_gone()
-    payload = _parse(await _body(request), "create")
-    _check(payload, labels, part.frames, "job")
+    payload = await _checked(request, "create", labels, part.frames, "job")
     return await _write_job(request, job, "put", payload)
 
 
@@ -174,9 +190,7 @@ async def patch_job_annotations(request: web.Request) -> web.StreamResponse:
     user = current_user(request)
     job, labels, part = await _job_context(request, user, write=True)
     action = _action(request)
-    payload = _parse(await _body(request), action)
-    if action != "delete":
-        _check(payload, labels, part.frames, "job")
+    payload = await _checked(request, action, labels, part.frames, "job")
     return await _write_job(request, job, action, payload)
 
 
@@ -214,7 +228,7 @@ async def _write_task(request: web.Request, task: Any, action: str,
         parts = await store.job_parts(conn, task.id)
         return await writes.write_task(conn, parts, action, payload)
 
-    return json_response(data_json(await _apply(request, task.id, write)))
+    return await _respond(request, await _apply(request, task.id, write))
 
 
 async def get_task_annotations(request: web.Request) -> web.StreamResponse:
@@ -227,9 +241,14 @@ async def get_task_annotations(request: web.Request) -> web.StreamResponse:
             return _export_gone("tasks")
         labels = await store.task_labels(conn, task.id)
         parts = await store.job_parts(conn, task.id)
-        view = await writes.task_view(conn, parts)
-    extend_attributes(view.data, labels)
-    return json_response(data_json(view.data))
+        stored = await store.load(conn, [p.job_id for p in parts])
+
+    def render() -> bytes:
+        view = merge_jobs((p, stored[p.job_id]) for p in parts)
+        return _render(view.data, labels)
+
+    body = await services(request).pool.run(render)
+    return web.Response(body=body, content_type=JSON_CONTENT_TYPE)
 
 
 async def put_task_annotations(request: web.Request) -> web.StreamResponse:
@@ -237,8 +256,7 @@ async def put_task_annotations(request: web.Request) -> web.StreamResponse:
     task, labels, parts = await _task_context(request, user, write=True)
     if IMPORT_STATUS_PARAMS & request.query.keys():
         return _import_gone()
-    payload = _parse(await _body(request), "create")
-    _check(payload, labels, _task_frames(parts), "task")
+    payload = await _checked(request, "create", labels, _task_frames(parts), "task")
     return await _write_task(request, task, "put", payload)
 
 
@@ -246,9 +264,7 @@ async def patch_task_annotations(request: web.Request) -> web.StreamResponse:
     user = current_user(request)
     task, labels, parts = await _task_context(request, user, write=True)
     action = _action(request)
-    payload = _parse(await _body(request), action)
-    if action != "delete":
-        _check(payload, labels, _task_frames(parts), "task")
+    payload = await _checked(request, action, labels, _task_frames(parts), "task")
     return await _write_task(request, task, action, payload)
 
 

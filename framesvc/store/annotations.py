@@ -337,14 +337,36 @@ async def delete_rows(conn: AsyncConnection, kind: str, rows: Iterable[tuple[int
 # Inserting --------------------------------------------------------------------------------
 
 
+async def _next_sqlite_id(conn: AsyncConnection, table: sa.Table) -> int:
+    """The id SQLite's AUTOINCREMENT would give the next row of ``table``."""
+    used = (await conn.execute(sa.text("SELECT seq FROM sqlite_sequence WHERE name = :t"),
+                               {"t": table.name})).scalar()
+    top = (await conn.execute(sa.select(sa.func.max(table.c.id)))).scalar()
+    return max(used or 0, top or 0) + 1
+
+
 async def _insert(conn: AsyncConnection, table: sa.Table, rows: list[dict[str, Any]],
                   objects: list[Any]) -> None:
-    """Insert ``rows``; objects whose id is None get the new row's id."""
-    preset = [(r, o) for r, o in zip(rows, objects, strict=True) if o.id is not None]
-    fresh = [(r, o) for r, o in zip(rows, objects, strict=True) if o.id is None]
-    if preset:
-        await conn.execute(table.insert(), [dict(r, id=o.id) for r, o in preset])
-    for chunk in _chunks(fresh):
+    """Insert ``rows``; objects whose id is None get the new row's id.
+
+    Children need their parents' ids, so new ids must be known in input order.  SQLite
+    cannot batch ``RETURNING`` in a known order (SQLAlchemy then inserts row by row), so
+    there the ids are taken ahead, which is safe because the write holds the database's
+    write lock (:func:`lock_task`); elsewhere ``RETURNING`` with
+    ``sort_by_parameter_order`` batches.
+    """
+    fresh = [o for o in objects if o.id is None]
+    if fresh and conn.dialect.name == "sqlite":
+        start = await _next_sqlite_id(conn, table)
+        for offset, obj in enumerate(fresh):
+            obj.id = start + offset
+        fresh = []
+    preset = [dict(r, id=o.id) for r, o in zip(rows, objects, strict=True) if o.id is not None]
+    for chunk in _chunks(preset):
+        await conn.execute(table.insert(), list(chunk))
+    waiting = {id(o) for o in fresh}
+    pending = [(r, o) for r, o in zip(rows, objects, strict=True) if id(o) in waiting]
+    for chunk in _chunks(pending):
         result = await conn.execute(
             table.insert().returning(table.c.id, sort_by_parameter_order=True),
             [r for r, _ in chunk],
@@ -376,7 +398,7 @@ def _common(job_id: int, obj: Tag | Shape | Track) -> dict[str, Any]:
 
 async def insert(conn: AsyncConnection, job_id: int, payload: LabeledData) -> bool:
     """Store ``payload`` in the job; objects keep given ids, others get new ones (set in
-    place).  True if anything was stored."""
+    place).  True if anything was stored.  Call after :func:`lock_task`."""
     attribute_rows: list[dict[str, Any]] = []
 
     await _insert(conn, labeled_tags, [_common(job_id, t) for t in payload.tags],
