@@ -22,6 +22,9 @@ Where we deliberately differ from CVAT (documented in the report and module docs
   original quality;
 * job chunk number/index errors are JSON strings like the task's (CVAT's job chunk
   branch lets them escape as DRF list bodies);
+* a frame the task's own media cannot produce (a source damaged when uploaded or on
+  disk since) is a 422 with a JSON string naming file and frame, never a 500, and is
+  not cached (CVAT: 500);
 * a build that takes longer than the cache's wait limit answers 503 with
   ``Retry-After`` (retried by the SDK), never CVAT's 429, which the SDK does not retry.
 
@@ -150,6 +153,19 @@ def parse_data_params(query: Mapping[str, str], *, job: bool) -> DataParams:
     return DataParams(type_, quality, number, index)
 
 
+#: The status of a frame that the task's own media cannot produce (see ``_fetch``).
+UNDECODABLE = 422
+
+#: A quoted absolute path inside a decoder's message (FFmpeg and Pillow quote the file).
+_QUOTED_PATH = re.compile(r"""(['"])/(?:[^'"/]*/)*([^'"/]*)\1""")
+
+
+def _no_paths(message: str) -> str:
+    """``... input: '/srv/data/tasks/5/raw/a.mp4'`` -> ``... input: 'a.mp4'``: clients
+    learn which file, never where the server keeps it."""
+    return _QUOTED_PATH.sub(r"\1\2\1", message)
+
+
 def provider_error(message: str, status: int = 400) -> ApiError:
     """CVAT's getter renders provider errors as a JSON *string*."""
     return ApiError(status, message)
@@ -170,8 +186,12 @@ async def _fetch(request: web.Request, spec: ItemSpec, build: Any) -> Fetched:
     except VideoTooLargeError as exc:
         raise provider_error(exc.reason) from exc
     except MediaError as exc:
-        log.error("media: cannot build %s: %s", spec.key, exc)
-        raise provider_error(f"The media cannot be read: {exc}", 500) from exc
+        # A source that cannot be decoded (damaged when uploaded, or on disk since) is
+        # a fact about this task's media, not a server fault: 422, naming file and frame.
+        # Nothing was cached, so a repaired file is served by the very next request.
+        log.warning("media: cannot build %s: %s", spec.key, exc)
+        raise provider_error(f"The media cannot be read: {_no_paths(str(exc))}",
+                             UNDECODABLE) from exc
     except OSError as exc:
         log.error("media: cannot build %s: %s", spec.key, exc)
         raise provider_error("The media files of the task cannot be read", 500) from exc
