@@ -20,9 +20,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import weakref
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, web
@@ -148,32 +151,58 @@ async def _receive_multipart(
 _MALFORMED = (ValueError, AssertionError, KeyError, HttpProcessingError)
 
 
+@dataclass(frozen=True)
+class _Received:
+    """A part streamed into the session directory, not yet registered in the session."""
+
+    filename: str
+    file_id: str
+    path: Path
+    size: int
+
+
 async def _read_multipart(
     request: web.Request, svc: Services, user: User, task_id: int
 ) -> dict[str, Any]:
+    """Stream the parts to disk, then register all the files in ONE transaction.
+
+    A batch is acknowledged as a whole: until its answer, none of its files is part of
+    the session.  So a batch cut off by a disconnect or a server crash leaves nothing
+    behind that would make its retry fail ("File with same name already exists"); its
+    partial files are removed here, or with the session if the process died.
+    """
     reader = await request.multipart()
     fields: dict[str, Any] = {}
-    received = 0
-    while True:
-        part = await reader.next()
-        if part is None:
-            break
-        if not isinstance(part, BodyPartReader):
-            raise bad_request("Nested multipart bodies are not supported")
-        name = part.name or ""
-        if part.filename is not None and name.startswith("client_files"):
-            received += await _receive_part(part, svc, user, task_id,
-                                            svc.settings.max_request_bytes - received)
-            continue
-        if part.filename is not None:
-            await part.release()
-            continue
-        value = bytearray()
-        while chunk := await part.read_chunk(READ_CHUNK):
-            value += chunk
-            if len(value) > MAX_FIELD_BYTES:
-                raise bad_request(f"The form field {name!r} is too large")
-        _collect_field(fields, name, bytes(value).decode("utf-8", "replace"))
+    received: list[_Received] = []
+    registered = False
+    try:
+        while True:
+            part = await reader.next()
+            if part is None:
+                break
+            if not isinstance(part, BodyPartReader):
+                raise bad_request("Nested multipart bodies are not supported")
+            name = part.name or ""
+            if part.filename is not None and name.startswith("client_files"):
+                budget = svc.settings.max_request_bytes - sum(r.size for r in received)
+                received.append(await _receive_part(part, svc, task_id, received, budget))
+                continue
+            if part.filename is not None:
+                await part.release()
+                continue
+            value = bytearray()
+            while chunk := await part.read_chunk(READ_CHUNK):
+                value += chunk
+                if len(value) > MAX_FIELD_BYTES:
+                    raise bad_request(f"The form field {name!r} is too large")
+            _collect_field(fields, name, bytes(value).decode("utf-8", "replace"))
+        if received:
+            await svc.pool.run(uploads.sync_files, [r.path for r in received])
+            await _register(svc, user, task_id, received)
+        registered = True
+    finally:
+        if not registered and received:
+            await svc.pool.run(_unlink_all, [r.path for r in received])
     return fields
 
 
@@ -194,11 +223,16 @@ def _collect_field(fields: dict[str, Any], name: str, text: str) -> None:
 
 
 async def _receive_part(
-    part: BodyPartReader, svc: Services, user: User, task_id: int, request_budget: int
-) -> int:
+    part: BodyPartReader, svc: Services, task_id: int, earlier: list[_Received],
+    request_budget: int,
+) -> _Received:
+    """Stream one file part into the session directory, unregistered."""
     settings = svc.settings
     try:
         filename = uploads.safe_filename(part.filename or "")
+        if any(r.filename == filename for r in earlier):
+            raise uploads.UploadError("File with same name already exists", status=409)
+        # Refuse a known name or an oversized session before streaming the body.
         async with svc.engine.begin() as conn:
             await uploads.check_new_file(conn, settings, task_id, filename, 0)
     except uploads.UploadError as exc:
@@ -211,18 +245,33 @@ async def _receive_part(
     ok = False
     try:
         await sink.copy(lambda: part.read_chunk(READ_CHUNK))
-        async with svc.engine.begin() as conn:
-            # Checked again now that the size is known (and against concurrent batches).
-            await uploads.check_new_file(conn, settings, task_id, filename, sink.written)
-            await uploads.add_file(conn, task_id, user.id, filename, uploads.KIND_MULTIPART,
-                                   sink.written, sink.written, file_id=file_id)
         ok = True
     except uploads.UploadError as exc:
         raise _upload_error(exc) from exc
     finally:
         if not ok:
             await svc.pool.run(_unlink, path)
-    return sink.written
+    return _Received(filename, file_id, path, sink.written)
+
+
+async def _register(svc: Services, user: User, task_id: int, received: list[_Received]) -> None:
+    """Add the batch's files to the session: all of them or (on a refusal) none."""
+    try:
+        async with svc.engine.begin() as conn:
+            for r in received:
+                # Checked again now that the sizes are known (and against concurrent
+                # batches, which may have registered a file of the same name meanwhile).
+                await uploads.check_new_file(conn, svc.settings, task_id, r.filename, r.size)
+                await uploads.add_file(conn, task_id, user.id, r.filename,
+                                       uploads.KIND_MULTIPART, r.size, r.size,
+                                       file_id=r.file_id)
+    except uploads.UploadError as exc:
+        raise _upload_error(exc) from exc
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def _unlink(path: Any) -> None:
@@ -353,7 +402,11 @@ async def tus_patch(request: web.Request) -> web.StreamResponse:
             # The session was reset (Upload-Start) while this chunk was arriving.
             raise ApiError(404, {"detail": "Not found."}, _tus_headers(settings)) from None
         finally:
-            # Whatever arrived counts, also when the body broke off (TUS resumes there).
+            # Whatever arrived counts, also when the body broke off (TUS resumes there);
+            # on disk first, then in the store (``uploads.sync_files``).
+            if sink.written:
+                with contextlib.suppress(FileNotFoundError):  # reset meanwhile: no row left
+                    await svc.pool.run(uploads.sync_files, [path])
             async with svc.engine.begin() as conn:
                 await uploads.set_progress(conn, current.id, current.offset + sink.written)
         new_offset = current.offset + sink.written
