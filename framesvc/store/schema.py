@@ -38,6 +38,7 @@ users = sa.Table(
     sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("date_joined", TZ, nullable=False),
     sa.Column("last_login", TZ, nullable=True),
+    sqlite_autoincrement=True,
 )
 sa.Index("ix_users_email", users.c.email)
 
@@ -78,6 +79,7 @@ access_tokens = sa.Table(
     sa.Column("created", TZ, nullable=False),
     sa.Column("expires", TZ, nullable=True),
     sa.Column("last_used", TZ, nullable=True),
+    sqlite_autoincrement=True,
 )
 
 #: Media of one task: how it is numbered, chunked and where it lives.
@@ -104,6 +106,7 @@ data = sa.Table(
     sa.Column("version", sa.Integer, nullable=False, server_default="1"),
     sa.Column("deleted_frames", sa.JSON, nullable=False),
     sa.Column("created_date", TZ, nullable=False),
+    sqlite_autoincrement=True,
 )
 
 tasks = sa.Table(
@@ -131,6 +134,7 @@ tasks = sa.Table(
     sa.Column("guide_id", sa.Integer, nullable=True),
     sa.Column("created_date", TZ, nullable=False),
     sa.Column("updated_date", TZ, nullable=False),
+    sqlite_autoincrement=True,
 )
 sa.Index("ix_tasks_owner_id", tasks.c.owner_id)
 
@@ -148,6 +152,7 @@ labels = sa.Table(
     sa.Column("svg", sa.Text, nullable=False, server_default=""),
     #: List of CVAT attribute specs (id, name, mutable, input_type, default_value, values).
     sa.Column("attributes", sa.JSON, nullable=False),
+    sqlite_autoincrement=True,
 )
 sa.Index("ix_labels_task_id", labels.c.task_id)
 
@@ -169,6 +174,7 @@ images = sa.Table(
     sa.Column("format", sa.String(16), nullable=False, server_default=""),
     sa.Column("mode", sa.String(16), nullable=False, server_default=""),
     sa.UniqueConstraint("data_id", "frame"),
+    sqlite_autoincrement=True,
 )
 
 #: Context images (CVAT's ``related_images/<name>_<ext>/``) of one scene image.
@@ -183,6 +189,7 @@ related_files = sa.Table(
         "image_id", sa.Integer, sa.ForeignKey("images.id", ondelete="CASCADE"), nullable=False
     ),
     sa.Column("path", sa.Text, nullable=False),
+    sqlite_autoincrement=True,
 )
 sa.Index("ix_related_files_image_id", related_files.c.image_id)
 
@@ -215,6 +222,7 @@ videos = sa.Table(
     sa.Column("index_blob", sa.LargeBinary, nullable=False),
     #: How the index was trusted: "demux" or "decode-verified".
     sa.Column("index_method", sa.String(32), nullable=False),
+    sqlite_autoincrement=True,
 )
 
 #: A contiguous task-relative range, or specific absolute frames (ground truth).
@@ -230,6 +238,7 @@ segments = sa.Table(
     sa.Column("type", sa.String(32), nullable=False, server_default="range"),
     sa.Column("frames", sa.JSON, nullable=True),
     sa.Column("chunks_updated_date", TZ, nullable=False),
+    sqlite_autoincrement=True,
 )
 sa.Index("ix_segments_task_id", segments.c.task_id)
 
@@ -254,6 +263,7 @@ jobs = sa.Table(
     sa.Column("state", sa.String(32), nullable=False, server_default="new"),
     sa.Column("created_date", TZ, nullable=False),
     sa.Column("updated_date", TZ, nullable=False),
+    sqlite_autoincrement=True,
 )
 sa.Index("ix_jobs_task_id", jobs.c.task_id)
 sa.Index("ix_jobs_assignee_id", jobs.c.assignee_id)
