@@ -5,7 +5,8 @@ SDK polls that until ``status`` is ``finished`` (or raises on ``failed`` with th
 request's ``message``).  Here the work is an asyncio task in the server process whose
 blocking steps go to the worker pool, and its state lives in the ``requests`` table,
 so it survives a restart as a record: requests a previous process left ``queued`` or
-``started`` are marked failed at start, and their half-written data is cleaned.
+``started`` are marked failed at start, and their half-written data is cleaned (or
+finished, if their work was committed just before the process died).
 
 Request ids follow CVAT's readable style (``create:task-5``).  A retry after a failure
 reuses the id: the old row is replaced, while a request still running is refused.
@@ -24,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from framesvc.store.db import utcnow
-from framesvc.store.schema import requests
+from framesvc.store.schema import requests, tasks
 
 log = logging.getLogger("framesvc.background")
 
@@ -216,29 +217,49 @@ class BackgroundRunner:
             log.exception("could not record the failure of request %s", rq_id)
 
     async def recover(self, cleanup: Cleanup | None = None) -> int:
-        """Fail requests left active by a previous process and clean their data.
+        """Settle requests left active by a previous process; returns how many.
 
-        Call once at start, before any new request is submitted.  Returns how many
-        requests were recovered.
+        Call once at start, before any new request is submitted (the server does not
+        listen yet).  A request whose work was committed before the process died (the
+        ingest's transaction, not yet the status update) is recorded as finished: its
+        result exists.  Any other is cleaned up with ``cleanup`` and only then marked
+        failed, so a process killed during this recovery leaves the request active and
+        the next start cleans it again (the cleanups are idempotent).
         """
-        async with self.engine.begin() as conn:
+        async with self.engine.connect() as conn:
             rows = (
                 await conn.execute(sa.select(requests).where(requests.c.status.in_(ACTIVE)))
             ).all()
-            if rows:
-                await conn.execute(
-                    sa.update(requests)
-                    .where(requests.c.id.in_([r.id for r in rows]))
-                    .values(status=FAILED, message=RESTART_MESSAGE, finished_date=utcnow())
-                )
         for row in rows:
+            result_id = await self._committed_result(row)
+            if result_id is not None:
+                log.warning("request %s was interrupted by a restart after its work was "
+                            "committed; marked finished", row.id)
+                await self._set(row.id, status=FINISHED, progress=1.0, message="",
+                                finished_date=utcnow(), result_id=result_id)
+                continue
             log.warning("request %s was interrupted by a restart; marked failed", row.id)
             if cleanup is not None:
                 try:
                     await cleanup(row)
                 except Exception:
                     log.exception("cleanup of interrupted request %s failed", row.id)
+            await self._set(row.id, status=FAILED, message=RESTART_MESSAGE,
+                            finished_date=utcnow())
         return len(rows)
+
+    async def _committed_result(self, row: sa.Row[Any]) -> int | None:
+        """The result of an interrupted request whose work is in the store, else None.
+
+        A task creation's work is one transaction that ends with ``tasks.data_id`` set.
+        """
+        if row.operation_type != OPERATION_CREATE_TASK or row.task_id is None:
+            return None
+        async with self.engine.connect() as conn:
+            data_id = (
+                await conn.execute(sa.select(tasks.c.data_id).where(tasks.c.id == row.task_id))
+            ).scalar_one_or_none()
+        return int(row.task_id) if data_id is not None else None
 
     async def shutdown(self) -> None:
         """Cancel running requests; each records itself as failed and cleans up."""
