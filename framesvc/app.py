@@ -33,6 +33,7 @@ ROUTE_MODULES: list[str] = [
     "media",
     "metrics",
     "annotations",
+    "schema",  # last: describes the routes of all the others
 ]
 
 

@@ -46,6 +46,8 @@ from framesvc.http.context import current_user
 from framesvc.http.errors import JSON_CONTENT_TYPE, ApiError, bad_request, not_found
 from framesvc.http.routing import int_param
 from framesvc.http.serializers import Invalid
+from framesvc.openapi import models
+from framesvc.openapi.operations import cvat_json, errors, no_body, operation, text
 from framesvc.store import annotations as store
 from framesvc.store.schema import jobs
 from framesvc.store.users import User
@@ -166,6 +168,16 @@ async def _write_job(request: web.Request, job: Any, action: str,
     return await _respond(request, await _apply(request, job.task_id, write))
 
 
+_GET_QUERY, _PUT_QUERY, _PATCH_QUERY = models.annotation_queries(
+    sorted(EXPORT_PARAMS), sorted(IMPORT_STATUS_PARAMS), ACTIONS)
+_READ = {200: cvat_json(models.LabeledData), **errors(400, 404),
+         410: text("An export parameter: use the dataset export API")}
+_WRITE = {200: cvat_json(models.LabeledData, "The objects written"), **errors(400, 403, 404)}
+_BODY = models.LabeledDataRequest
+
+
+@operation("jobs_retrieve_annotations", "Get job annotations", query=_GET_QUERY,
+           responses=_READ)
 async def get_job_annotations(request: web.Request) -> web.StreamResponse:
     user = current_user(request)
     async with services(request).engine.connect() as conn:
@@ -177,6 +189,9 @@ async def get_job_annotations(request: web.Request) -> web.StreamResponse:
     return await _respond(request, stored, labels)
 
 
+@operation("jobs_update_annotations", "Replace job annotations", query=_PUT_QUERY,
+           body=_BODY, body_required=False,
+           responses={**_WRITE, 410: text("An import parameter: use the requests API")})
 async def put_job_annotations(request: web.Request) -> web.StreamResponse:
     user = current_user(request)
     job, labels, part = await _job_context(request, user, write=True)
@@ -186,6 +201,8 @@ async def put_job_annotations(request: web.Request) -> web.StreamResponse:
     return await _write_job(request, job, "put", payload)
 
 
+@operation("jobs_partial_update_annotations", "Update job annotations", query=_PATCH_QUERY,
+           body=_BODY, body_required=False, responses=_WRITE)
 async def patch_job_annotations(request: web.Request) -> web.StreamResponse:
     user = current_user(request)
     job, labels, part = await _job_context(request, user, write=True)
@@ -194,6 +211,9 @@ async def patch_job_annotations(request: web.Request) -> web.StreamResponse:
     return await _write_job(request, job, action, payload)
 
 
+@operation("jobs_destroy_annotations", "Delete job annotations",
+           responses={204: no_body("The annotations have been deleted"),
+                      **errors(403, 404)})
 async def delete_job_annotations(request: web.Request) -> web.StreamResponse:
     user = current_user(request)
     job, _, _ = await _job_context(request, user, write=True)
@@ -231,6 +251,8 @@ async def _write_task(request: web.Request, task: Any, action: str,
     return await _respond(request, await _apply(request, task.id, write))
 
 
+@operation("tasks_retrieve_annotations", "Get task annotations", query=_GET_QUERY,
+           responses=_READ)
 async def get_task_annotations(request: web.Request) -> web.StreamResponse:
     user = current_user(request)
     async with services(request).engine.connect() as conn:
@@ -251,6 +273,9 @@ async def get_task_annotations(request: web.Request) -> web.StreamResponse:
     return web.Response(body=body, content_type=JSON_CONTENT_TYPE)
 
 
+@operation("tasks_update_annotations", "Replace task annotations", query=_PUT_QUERY,
+           body=_BODY, body_required=False,
+           responses={**_WRITE, 410: text("An import parameter: use the requests API")})
 async def put_task_annotations(request: web.Request) -> web.StreamResponse:
     user = current_user(request)
     task, labels, parts = await _task_context(request, user, write=True)
@@ -260,6 +285,8 @@ async def put_task_annotations(request: web.Request) -> web.StreamResponse:
     return await _write_task(request, task, "put", payload)
 
 
+@operation("tasks_partial_update_annotations", "Update task annotations",
+           query=_PATCH_QUERY, body=_BODY, body_required=False, responses=_WRITE)
 async def patch_task_annotations(request: web.Request) -> web.StreamResponse:
     user = current_user(request)
     task, labels, parts = await _task_context(request, user, write=True)
@@ -268,6 +295,9 @@ async def patch_task_annotations(request: web.Request) -> web.StreamResponse:
     return await _write_task(request, task, action, payload)
 
 
+@operation("tasks_destroy_annotations", "Delete task annotations",
+           responses={204: no_body("The annotations have been deleted"),
+                      **errors(403, 404)})
 async def delete_task_annotations(request: web.Request) -> web.StreamResponse:
     user = current_user(request)
     task, _, _ = await _task_context(request, user, write=True)

@@ -47,6 +47,8 @@ from aiohttp import web
 from framesvc.app import SERVICES, Services, services
 from framesvc.http.context import USER
 from framesvc.http.errors import ApiError, bad_request, field_errors, forbidden, json_response
+from framesvc.openapi import models
+from framesvc.openapi.operations import cvat_json, errors, operation
 from framesvc.security import (
     MAX_PASSWORD_LENGTH,
     burn_verify,
@@ -408,6 +410,10 @@ def set_session_cookies(response: web.StreamResponse, session: Session) -> None:
 # --- Handlers -----------------------------------------------------------------------------
 
 
+@operation("auth_create_login", "Log in: a token key and a session",
+           body=models.LoginSerializerExRequest,
+           responses={200: cvat_json(models.Token), **errors(400),
+                      429: cvat_json(models.ErrorDetail, "Too many failed attempts")})
 async def login(request: web.Request) -> web.Response:
     """dj-rest-auth's LoginView: ``{"key": ...}`` plus a session (cookies) for the SDK."""
     svc = services(request)
@@ -457,6 +463,8 @@ async def login(request: web.Request) -> web.Response:
     return response
 
 
+@operation("auth_create_logout", "Log out: end the session and delete the token key",
+           responses={200: cvat_json(models.RestAuthDetail)})
 async def logout(request: web.Request) -> web.Response:
     """dj-rest-auth's LogoutView: end the session and delete the caller's token key."""
     svc = services(request)
@@ -473,6 +481,9 @@ async def logout(request: web.Request) -> web.Response:
     return response
 
 
+@operation("auth_create_register", "Create an account",
+           body=models.RegisterSerializerExRequest,
+           responses={201: cvat_json(models.RegisterSerializerEx), **errors(400, 403)})
 async def register(request: web.Request) -> web.Response:
     """CVAT's RegisterViewEx: a new active user, its token key and a session (201).
 

@@ -43,6 +43,15 @@ from framesvc.http.serializers import (
 )
 from framesvc.model import gt
 from framesvc.model.frames import FrameSpace, parse_frame_filter
+from framesvc.openapi import models
+from framesvc.openapi.operations import (
+    cvat_json,
+    errors,
+    list_query,
+    no_body,
+    operation,
+    paginated,
+)
 from framesvc.store.jobs import (
     JOB_FIELDS,
     STAGES,
@@ -74,6 +83,8 @@ SELECTION_PARAMS = ("frame_count", "frame_share", "frames_per_job_count",
 # Reads ------------------------------------------------------------------------------------
 
 
+@operation("jobs_list", "List jobs", query=list_query("JobsListQuery", JOB_FIELDS),
+           responses={200: cvat_json(paginated(models.JobRead)), **errors(400, 404)})
 async def list_jobs(request: web.Request) -> web.Response:
     """``GET /api/jobs``: visible jobs, ``-id`` first, with CVAT's filters/sort/search."""
     user = current_user(request)
@@ -96,6 +107,8 @@ async def _job_read(request: web.Request, conn: AsyncConnection, user: User,
     return (await serialize_jobs(request, conn, user, [row]))[0]
 
 
+@operation("jobs_retrieve", "Get job details",
+           responses={200: cvat_json(models.JobRead), **errors(404)})
 async def retrieve_job(request: web.Request) -> web.Response:
     user = current_user(request)
     async with services(request).engine.connect() as conn:
@@ -163,6 +176,8 @@ def _object(payload: Any) -> dict[str, Any]:
 # PATCH ------------------------------------------------------------------------------------
 
 
+@operation("jobs_partial_update", "Update a job", body=models.PatchedJobWriteRequest,
+           responses={200: cvat_json(models.JobRead), **errors(400, 403, 404)})
 async def update_job_handler(request: web.Request) -> web.Response:
     """``PATCH /api/jobs/{id}``: stage (task staff), state (job staff), assignee (owner)."""
     user = current_user(request)
@@ -275,6 +290,9 @@ async def _select_frames(conn: AsyncConnection, task: Any, data_row: Any,
     return [space.to_abs(f) for f in rel]
 
 
+@operation("jobs_create", "Create a ground truth job",
+           body=models.job_write_request(JOB_TYPES, METHODS),
+           responses={201: cvat_json(models.JobRead), **errors(400, 403)})
 async def create_job(request: web.Request) -> web.Response:
     """``POST /api/jobs``: a ground-truth job for a task the caller owns."""
     user = current_user(request)
@@ -330,6 +348,8 @@ async def create_job(request: web.Request) -> web.Response:
 # DELETE -----------------------------------------------------------------------------------
 
 
+@operation("jobs_destroy", "Delete a ground truth job",
+           responses={204: no_body("The job has been deleted"), **errors(400, 403, 404)})
 async def delete_job(request: web.Request) -> web.Response:
     """``DELETE /api/jobs/{id}``: ground-truth jobs only; annotations go with them."""
     user = current_user(request)

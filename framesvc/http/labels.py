@@ -13,6 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from aiohttp import web
+from marshmallow import fields
 
 from framesvc.access import MAX_ID, get_job_for, get_task_for, visible_tasks
 from framesvc.app import services
@@ -31,6 +32,15 @@ from framesvc.http.serializers import (
     nested_list,
     read_json,
     serialize_labels,
+)
+from framesvc.openapi import models
+from framesvc.openapi.operations import (
+    cvat_json,
+    errors,
+    list_query,
+    no_body,
+    operation,
+    paginated,
 )
 from framesvc.store.labels import (
     INPUT_TYPES,
@@ -167,6 +177,13 @@ def _int_query(params: Mapping[str, str], name: str) -> int | None:
         raise ApiError(400, {name: exc.detail}) from exc
 
 
+@operation(
+    "labels_list",
+    "List labels",
+    query=list_query("LabelsListQuery", LABEL_FIELDS, task_id=fields.Integer(),
+                     job_id=fields.Integer(), project_id=fields.Integer()),
+    responses={200: cvat_json(paginated(models.Label)), **errors(400, 404)},
+)
 async def list_labels(request: web.Request) -> web.Response:
     user = current_user(request)
     params = request.query
@@ -220,6 +237,8 @@ async def _label_for(conn: Any, user: User, label_id: int, *, write: bool) -> An
     return row
 
 
+@operation("labels_retrieve", "Get label details",
+           responses={200: cvat_json(models.Label), **errors(404)})
 async def retrieve_label(request: web.Request) -> web.Response:
     user = current_user(request)
     async with services(request).engine.connect() as conn:
@@ -227,6 +246,8 @@ async def retrieve_label(request: web.Request) -> web.Response:
         return json_response((await serialize_labels(conn, [row]))[0])
 
 
+@operation("labels_partial_update", "Update a label", body=models.PatchedLabelRequest,
+           responses={200: cvat_json(models.Label), **errors(400, 403, 404)})
 async def update_label(request: web.Request) -> web.Response:
     """PATCH one label through the task's label rules (CVAT reuses the task serializer)."""
     user = current_user(request)
@@ -252,6 +273,8 @@ async def update_label(request: web.Request) -> web.Response:
         return json_response((await serialize_labels(conn, [fresh]))[0])
 
 
+@operation("labels_destroy", "Delete a label",
+           responses={204: no_body("The label has been deleted"), **errors(403, 404)})
 async def delete_label(request: web.Request) -> web.Response:
     user = current_user(request)
     label_id = int_param(request)

@@ -82,6 +82,15 @@ from framesvc.mediasvc import (
     preview_spec,
 )
 from framesvc.model.gt import format_list
+from framesvc.openapi import models
+from framesvc.openapi.operations import (
+    MEDIA_NOT_FOUND,
+    cvat_json,
+    errors,
+    media_responses,
+    operation,
+    preview_responses,
+)
 from framesvc.prefetch import Candidate, Prefetcher
 from framesvc.store.db import utcnow
 from framesvc.store.schema import data as data_table
@@ -294,10 +303,22 @@ async def _serve_data(request: web.Request, *, job: bool) -> web.StreamResponse:
     return file_response(request, fetched.item, byte_range, headers=headers)
 
 
+_DATA_DOC = ("type=chunk|frame|preview|context_image; chunks carry X-Checksum and "
+             "X-Updated-Date")
+
+
+@operation("tasks_retrieve_data", "Get data of a task",
+           query=models.data_query(DATA_TYPES, job=False), headers=models.ConditionalHeaders,
+           responses=media_responses(undecodable=UNDECODABLE),
+           description=_DATA_DOC)
 async def task_data(request: web.Request) -> web.StreamResponse:
     return await _serve_data(request, job=False)
 
 
+@operation("jobs_retrieve_data", "Get data of a job",
+           query=models.data_query(DATA_TYPES, job=True), headers=models.ConditionalHeaders,
+           responses=media_responses(undecodable=UNDECODABLE),
+           description=_DATA_DOC)
 async def job_data(request: web.Request) -> web.StreamResponse:
     return await _serve_data(request, job=True)
 
@@ -358,10 +379,16 @@ async def _serve_preview(request: web.Request, *, job: bool) -> web.StreamRespon
     return file_response(request, fetched.item, byte_range, headers=_preview_headers(request))
 
 
+@operation("tasks_retrieve_preview", "Get a preview image for a task",
+           headers=models.PreviewHeaders,
+           responses=preview_responses(undecodable=UNDECODABLE))
 async def task_preview(request: web.Request) -> web.StreamResponse:
     return await _serve_preview(request, job=False)
 
 
+@operation("jobs_retrieve_preview", "Get a preview image for a job",
+           headers=models.PreviewHeaders,
+           responses=preview_responses(undecodable=UNDECODABLE))
 async def job_preview(request: web.Request) -> web.StreamResponse:
     return await _serve_preview(request, job=True)
 
@@ -383,6 +410,8 @@ def _dumps(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+@operation("tasks_retrieve_data_meta", "Get metainformation for media files in a task",
+           responses={200: cvat_json(models.DataMetaRead), 404: MEDIA_NOT_FOUND})
 async def task_meta(request: web.Request) -> web.Response:
     user = current_user(request)
     async with services(request).engine.connect() as conn:
@@ -391,6 +420,8 @@ async def task_meta(request: web.Request) -> web.Response:
         return await _meta_response(request, conn, scope)
 
 
+@operation("jobs_retrieve_data_meta", "Get metainformation for media files in a job",
+           responses={200: cvat_json(models.DataMetaRead), 404: MEDIA_NOT_FOUND})
 async def job_meta(request: web.Request) -> web.Response:
     user = current_user(request)
     async with services(request).engine.connect() as conn:
@@ -444,6 +475,10 @@ async def _write_deleted(conn: AsyncConnection, scope: MediaScope, frames: list[
     )
 
 
+@operation("tasks_partial_update_data_meta", "Update metainformation for media files in a task",
+           body=models.PatchedDataMetaWriteRequest,
+           responses={200: cvat_json(models.DataMetaRead), **errors(400, 403),
+                      404: MEDIA_NOT_FOUND})
 async def patch_task_meta(request: web.Request) -> web.Response:
     user = current_user(request)
     async with services(request).engine.begin() as conn:
@@ -467,6 +502,10 @@ async def patch_task_meta(request: web.Request) -> web.Response:
         return await _meta_response(request, conn, scope)
 
 
+@operation("jobs_partial_update_data_meta", "Update metainformation for media files in a job",
+           body=models.PatchedJobDataMetaWriteRequest,
+           responses={200: cvat_json(models.DataMetaRead), **errors(400, 403),
+                      404: MEDIA_NOT_FOUND})
 async def patch_job_meta(request: web.Request) -> web.Response:
     user = current_user(request)
     async with services(request).engine.begin() as conn:

@@ -23,6 +23,8 @@ from framesvc.background import OPERATION_CREATE_TASK, BackgroundRunner
 from framesvc.http.context import current_user, iso
 from framesvc.http.errors import json_response, not_found
 from framesvc.http.pagination import paginate
+from framesvc.openapi import models
+from framesvc.openapi.operations import cvat_json, errors, operation, paginated
 from framesvc.store.schema import requests, users
 
 RUNNER = "background"
@@ -80,6 +82,9 @@ async def _owners(conn: Any, rows: Sequence[Any]) -> dict[int, Any]:
     return {u.id: u for u in found}
 
 
+@operation("requests_retrieve", "Get the status of a background request",
+           match_info=models.RequestPath,
+           responses={200: cvat_json(models.RequestRead), **errors(404)})
 async def get_request(request: web.Request) -> web.Response:
     user = current_user(request)
     rq_id = request.match_info["rq_id"]
@@ -91,6 +96,9 @@ async def get_request(request: web.Request) -> web.Response:
     return json_response(serialize(row, owners.get(row.owner_id)))
 
 
+@operation("requests_list", "List background requests", query=models.RequestsQuery,
+           responses={200: cvat_json(paginated(models.RequestRead, "PaginatedRequestList")),
+                      **errors(404)})
 async def list_requests(request: web.Request) -> web.Response:
     """The caller's requests (all of them for a superuser), newest first.
 

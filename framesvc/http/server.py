@@ -11,11 +11,15 @@ from aiohttp import web
 
 from framesvc.http.context import absolute_url
 from framesvc.http.errors import json_response
+from framesvc.openapi import models
+from framesvc.openapi.operations import cvat_json, operation
 
 #: The CVAT server version whose API framesvc speaks (what cvat-sdk 2.80 checks).
 COMPATIBLE_CVAT_VERSION = "2.80.0"
 
 
+@operation("server_retrieve_about", "Get basic CVAT information",
+           responses={200: cvat_json(models.About)})
 async def about(request: web.Request) -> web.Response:
     return json_response(
         {
@@ -46,6 +50,8 @@ async def logo(request: web.Request) -> web.Response:
                         headers={"Cache-Control": "public, max-age=86400"})
 
 
+@operation("server_retrieve_plugins", "Get the optional components of the server",
+           responses={200: cvat_json(models.Plugins)})
 async def plugins(request: web.Request) -> web.Response:
     """CVAT's optional components; framesvc has neither analytics nor serverless models."""
     return json_response({"ANALYTICS": False, "MODELS": False})

@@ -33,6 +33,15 @@ from framesvc.http.serializers import (
     serialize_task,
     serialize_tasks,
 )
+from framesvc.openapi import models
+from framesvc.openapi.operations import (
+    cvat_json,
+    errors,
+    list_query,
+    no_body,
+    operation,
+    paginated,
+)
 from framesvc.store.labels import LabelError, LabelNotFound, create_labels, update_labels
 from framesvc.store.listing import ListQueryError, apply_list_query
 from framesvc.store.schema import tasks
@@ -127,6 +136,8 @@ def _invalid(exc: Invalid) -> ApiError:
 # Handlers ---------------------------------------------------------------------------------
 
 
+@operation("tasks_create", "Create a task", body=models.TaskWriteRequest,
+           responses={201: cvat_json(models.TaskRead), **errors(400)})
 async def create_task(request: web.Request) -> web.Response:
     user = current_user(request)
     payload = await read_json(request)
@@ -176,6 +187,8 @@ async def create_task(request: web.Request) -> web.Response:
     return json_response(body, status=201, headers={"Location": body["url"]})
 
 
+@operation("tasks_list", "List tasks", query=list_query("TasksListQuery", TASK_FIELDS),
+           responses={200: cvat_json(paginated(models.TaskRead)), **errors(400, 404)})
 async def list_tasks(request: web.Request) -> web.Response:
     user = current_user(request)
     query = sa.select(tasks).where(visible_tasks(user))
@@ -191,6 +204,8 @@ async def list_tasks(request: web.Request) -> web.Response:
         return json_response(await paginate(request, conn, query, serialize))
 
 
+@operation("tasks_retrieve", "Get task details",
+           responses={200: cvat_json(models.TaskRead), **errors(404)})
 async def retrieve_task(request: web.Request) -> web.Response:
     user = current_user(request)
     async with services(request).engine.connect() as conn:
@@ -203,6 +218,8 @@ _MANAGE_FIELDS = ("owner_id", "assignee_id", "project_id", "organization_id",
                   "source_storage", "target_storage")
 
 
+@operation("tasks_partial_update", "Update a task", body=models.PatchedTaskWriteRequest,
+           responses={200: cvat_json(models.TaskRead), **errors(400, 403, 404)})
 async def update_task_handler(request: web.Request) -> web.Response:
     user = current_user(request)
     task_id = int_param(request)
@@ -256,6 +273,8 @@ def _remove_dirs(paths: list[Path]) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+@operation("tasks_destroy", "Delete a task",
+           responses={204: no_body("The task has been deleted"), **errors(403, 404)})
 async def delete_task_handler(request: web.Request) -> web.Response:
     user = current_user(request)
     task_id = int_param(request)

@@ -51,6 +51,16 @@ from framesvc.ingest import (
     parse_data_params,
     resolve_share_path,
 )
+from framesvc.openapi import models
+from framesvc.openapi.operations import (
+    BINARY,
+    CVAT_JSON,
+    MESSAGES,
+    cvat_json,
+    errors,
+    no_body,
+    operation,
+)
 from framesvc.store.users import User
 
 log = logging.getLogger("framesvc.uploads")
@@ -96,6 +106,37 @@ async def _writable_task(request: web.Request) -> tuple[Services, User, Any]:
 # -- POST dispatch ----------------------------------------------------------------------
 
 
+_TUS = {"Tus-Resumable": "1.0.0", "Tus-Version": "1.0.0",
+        "Tus-Max-Size": "Largest file accepted"}
+_REFUSED = {
+    412: cvat_json(MESSAGES, "Unsupported TUS version"),
+    413: cvat_json(MESSAGES, "Too large"),
+}
+
+
+@operation(
+    "tasks_create_data",
+    "Attach data to a task",
+    headers=models.UploadHeaders,
+    request_body={
+        "content": {
+            "application/json": {"schema": models.DataRequest},
+            "multipart/form-data": {"schema": models.DataMultipartRequest},
+            "application/x-www-form-urlencoded": {"schema": models.DataRequest},
+        },
+        "required": False,
+    },
+    responses={
+        200: cvat_json(models.Empty, "Upload-Multiple: the batch was stored"),
+        201: no_body("TUS creation: the upload's URL is in Location",
+                     {"Location": "", "Upload-Offset": "", "Upload-Filename": "", **_TUS}),
+        202: {"description": "Upload-Start: a new session; Upload-Finish or a single "
+              "request: the data is being created (RqId)",
+              "content": {CVAT_JSON: {"schema": models.RqId}}},
+        **errors(400, 403, 404, 409),
+        **_REFUSED,
+    },
+)
 async def post_data(request: web.Request) -> web.StreamResponse:
     svc, user, task = await _writable_task(request)
     headers = request.headers
@@ -116,6 +157,9 @@ async def post_data(request: web.Request) -> web.StreamResponse:
     return await _finish(request, svc, user, task)
 
 
+@operation("tasks_options_data", "TUS discovery of the data endpoint",
+           responses={204: no_body("The TUS versions and limits",
+                                   {**_TUS, "Tus-Extension": "creation"})})
 async def options_data(request: web.Request) -> web.StreamResponse:
     """TUS discovery: versions, extensions and the size limit."""
     settings = services(request).settings
@@ -355,6 +399,11 @@ async def _tus_file(request: web.Request) -> tuple[Services, Any, uploads.Upload
     return svc, task, record
 
 
+@operation("tasks_head_data_file", "Get the offset of a TUS upload",
+           match_info=models.upload_path(FILE_ID_RE),
+           responses={200: no_body("The upload's progress",
+                                   {"Upload-Offset": "", "Upload-Length": "", **_TUS}),
+                      **errors(403), 404: no_body("No such upload")})
 async def tus_head(request: web.Request) -> web.StreamResponse:
     svc, _task, record = await _tus_file(request)
     return web.Response(
@@ -366,6 +415,20 @@ async def tus_head(request: web.Request) -> web.StreamResponse:
     )
 
 
+@operation(
+    "tasks_partial_update_data_file",
+    "Append a chunk to a TUS upload",
+    match_info=models.upload_path(FILE_ID_RE),
+    headers=models.TusPatchHeaders,
+    request_body={"content": {"application/offset+octet-stream": {"schema": BINARY}},
+                  "required": True},
+    responses={
+        204: no_body("The chunk was stored", {"Upload-Offset": "The new offset", **_TUS}),
+        **errors(400, 403, 404, 409),
+        **_REFUSED,
+        415: cvat_json(MESSAGES, "Not application/offset+octet-stream"),
+    },
+)
 async def tus_patch(request: web.Request) -> web.StreamResponse:
     svc, task, record = await _tus_file(request)
     settings = svc.settings

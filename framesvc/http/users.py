@@ -20,6 +20,8 @@ from framesvc.http.context import absolute_url, basic_user, current_user, iso
 from framesvc.http.errors import ApiError, forbidden, json_response, not_found
 from framesvc.http.pagination import paginate
 from framesvc.http.routing import int_param
+from framesvc.openapi import models
+from framesvc.openapi.operations import cvat_json, errors, list_query, operation, paginated
 from framesvc.store.listing import ListFields, ListQueryError, apply_list_query
 from framesvc.store.schema import users
 from framesvc.store.users import (
@@ -62,10 +64,14 @@ def visible_user(request: web.Request, caller: User, user: User) -> dict[str, An
     return body
 
 
+@operation("users_retrieve_self", "Get details of the current user",
+           responses={200: cvat_json(models.User)})
 async def users_self(request: web.Request) -> web.Response:
     return json_response(full_user(request, current_user(request)))
 
 
+@operation("users_retrieve", "Get user details",
+           responses={200: cvat_json(models.User), **errors(403, 404)})
 async def users_retrieve(request: web.Request) -> web.Response:
     caller = current_user(request)
     user_id = int_param(request)
@@ -91,6 +97,9 @@ USER_FIELDS = ListFields(
 )
 
 
+@operation("users_list", "List users",
+           query=list_query("UsersListQuery", USER_FIELDS),
+           responses={200: cvat_json(paginated(models.MetaUser)), **errors(400, 404)})
 async def users_list(request: web.Request) -> web.Response:
     caller = current_user(request)
     try:

@@ -1,0 +1,212 @@
+"""``GET /api/schema/``: the OpenAPI schema is served, describes exactly the routes the
+application registers, and the live answers of every read endpoint conform to it.
+
+The conformance check uses schemathesis' response validation against the served schema
+(types, ``required`` and ``additionalProperties: false`` of the response models), so a
+serializer that adds, drops or retypes a field fails here even if the fuzzer
+(``tests/test_fuzz.py``) never reaches that object.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+import yaml
+from conftest import LiveServer
+from mediaapi import create_task, images
+
+from framesvc.app import make_app
+from framesvc.config import Settings
+from framesvc.http.schema import build_schema
+
+#: Routes that are deliberately not part of the API schema.
+UNDOCUMENTED = ("/metrics", "/static/")
+
+
+def _routes(tmp_path: Path) -> set[tuple[str, str]]:
+    app = make_app(Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache"))
+    out = set()
+    for route in app.router.routes():
+        path = route.resource.canonical.replace("{_slash}", "")  # type: ignore[union-attr]
+        if not path.startswith(UNDOCUMENTED):
+            out.add((route.method.lower(), path))
+    return out
+
+
+def _operations(document: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(method, path) for path, ops in document["paths"].items() for method in ops}
+
+
+def test_every_registered_route_and_nothing_else_is_described(tmp_path: Path) -> None:
+    routes = _routes(tmp_path)
+    app = make_app(Settings(data_dir=tmp_path / "d2", cache_dir=tmp_path / "c2"))
+    described = _operations(build_schema(app))
+    assert described == routes
+    assert ("get", "/api/tasks/{id}/data") in routes  # the comparison is not vacuous
+    assert len(routes) > 30
+
+
+def test_schema_is_public_json_and_matches_the_route_table(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    for path in ("/api/schema", "/api/schema/", "/api/schema/?format=json"):
+        reply = requests.get(server.url + path, timeout=30)
+        assert reply.status_code == 200, path
+        assert reply.headers["Content-Type"].startswith("application/vnd.oai.openapi+json")
+        document = reply.json()
+        assert document["openapi"] == "3.0.3"
+        assert _operations(document) == _routes(tmp_path)
+
+
+def test_yaml_is_the_same_document(server: LiveServer) -> None:
+    as_json = requests.get(server.url + "/api/schema/", timeout=30).json()
+    reply = requests.get(server.url + "/api/schema/?format=yaml", timeout=30)
+    assert reply.status_code == 200
+    assert reply.headers["Content-Type"].startswith("application/vnd.oai.openapi")
+    assert yaml.safe_load(reply.text) == as_json
+
+
+def test_unknown_format_is_not_found(server: LiveServer) -> None:
+    reply = requests.get(server.url + "/api/schema/?format=xml", timeout=30)
+    assert reply.status_code == 404
+    assert reply.json() == {"detail": "Not found."}
+
+
+def test_schema_is_valid_and_every_operation_loads(server: LiveServer) -> None:
+    document = requests.get(server.url + "/api/schema/", timeout=30).json()
+    schema = schemathesis.openapi.from_dict(document)
+    loaded = [result.ok() for result in schema.get_all_operations()]
+    assert len(loaded) == len(_operations(document))
+
+
+def test_security_follows_the_authentication_middleware(server: LiveServer) -> None:
+    document = requests.get(server.url + "/api/schema/", timeout=30).json()
+    paths = document["paths"]
+    for public in (("/api/server/about", "get"), ("/api/auth/login", "post"),
+                   ("/api/schema", "get")):
+        op = paths[public[0]][public[1]]
+        assert op["security"] == [{}]
+        assert "401" not in op["responses"]
+    protected = paths["/api/tasks/{id}"]["get"]
+    assert {"basicAuth": []} in protected["security"]
+    assert "401" in protected["responses"]
+    # and the middleware agrees: no credentials, 401
+    assert requests.get(server.url + "/api/tasks/1", timeout=30).status_code == 401
+
+
+def test_models_use_cvat_names_and_integer_ids(server: LiveServer) -> None:
+    document = requests.get(server.url + "/api/schema/", timeout=30).json()
+    schemas = document["components"]["schemas"]
+    for name in ("TaskRead", "JobRead", "DataMetaRead", "LabeledData", "Label", "About",
+                 "Token", "RequestRead", "RqId", "PaginatedJobReadList",
+                 "PaginatedTaskReadList", "PaginatedLabelList", "TaskWriteRequest",
+                 "JobWriteRequest", "PatchedJobWriteRequest", "DataRequest"):
+        assert name in schemas, name
+    assert schemas["TaskRead"]["additionalProperties"] is False
+    assert "organization" in schemas["TaskRead"]["required"]
+    assert schemas["JobRead"]["properties"]["stage"]["enum"] == [
+        "annotation", "validation", "acceptance"]
+    (param,) = [p for p in document["paths"]["/api/jobs/{id}"]["get"]["parameters"]
+                if p["in"] == "path"]
+    assert param["schema"]["type"] == "integer"
+
+
+# --- live answers conform ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def populated(server: LiveServer, sdk_client_module: Any,
+              tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A task with images, a ground-truth job, annotations and a finished request."""
+    folder = tmp_path_factory.mktemp("openapi-media")
+    task = create_task(sdk_client_module, images(folder, 6), name="openapi",
+                       segment_size=3)
+    session = _session(server)
+    job_id = session.post(server.url + "/api/jobs", json={
+        "type": "ground_truth", "task_id": task.id, "frame_selection_method": "manual",
+        "frames": [0, 4]}).json()["id"]
+    labels = session.get(server.url + f"/api/labels?task_id={task.id}").json()["results"]
+    jobs = session.get(server.url + f"/api/jobs?task_id={task.id}&type=annotation").json()
+    first_job = jobs["results"][-1]["id"]
+    put = session.put(server.url + f"/api/jobs/{first_job}/annotations", json={
+        "shapes": [{"type": "rectangle", "label_id": labels[0]["id"], "frame": 0,
+                    "points": [1, 2, 10, 12]}],
+        "tags": [{"label_id": labels[0]["id"], "frame": 1}],
+        "tracks": [{"label_id": labels[0]["id"], "frame": 0, "shapes": [
+            {"type": "rectangle", "frame": 0, "points": [1, 1, 5, 5]}]}],
+    })
+    assert put.status_code == 200, put.text
+    return {"task": task.id, "job": first_job, "gt_job": job_id,
+            "label": labels[0]["id"], "rq_id": f"create:task-{task.id}"}
+
+
+@pytest.fixture(scope="module")
+def sdk_client_module(server: LiveServer) -> Iterator[Any]:
+    from cvat_sdk import make_client
+
+    with make_client(f"http://{server.host}", port=server.port,
+                     credentials=(server.admin_user, server.admin_password)) as client:
+        yield client
+
+
+def _session(server: LiveServer) -> requests.Session:
+    session = requests.Session()
+    session.auth = (server.admin_user, server.admin_password)
+    return session
+
+
+READS = [
+    ("/api/server/about", "GET", "/api/server/about"),
+    ("/api/server/plugins", "GET", "/api/server/plugins"),
+    ("/api/users/self", "GET", "/api/users/self"),
+    ("/api/users", "GET", "/api/users?page_size=all"),
+    ("/api/users/{id}", "GET", "/api/users/1"),
+    ("/api/tasks", "GET", "/api/tasks?page_size=all"),
+    ("/api/tasks/{id}", "GET", "/api/tasks/{task}"),
+    ("/api/tasks/{id}/data/meta", "GET", "/api/tasks/{task}/data/meta"),
+    ("/api/jobs", "GET", "/api/jobs?page_size=all"),
+    ("/api/jobs/{id}", "GET", "/api/jobs/{job}"),
+    ("/api/jobs/{id}", "GET", "/api/jobs/{gt_job}"),
+    ("/api/jobs/{id}/data/meta", "GET", "/api/jobs/{job}/data/meta"),
+    ("/api/jobs/{id}/data/meta", "GET", "/api/jobs/{gt_job}/data/meta"),
+    ("/api/labels", "GET", "/api/labels?task_id={task}"),
+    ("/api/labels/{id}", "GET", "/api/labels/{label}"),
+    ("/api/requests", "GET", "/api/requests"),
+    ("/api/requests/{rq_id}", "GET", "/api/requests/{rq_id}"),
+    ("/api/jobs/{id}/annotations", "GET", "/api/jobs/{job}/annotations"),
+    ("/api/tasks/{id}/annotations", "GET", "/api/tasks/{task}/annotations"),
+    ("/api/jobs/{id}/data", "GET", "/api/jobs/{job}/data?type=chunk&index=0"),
+    ("/api/tasks/{id}/data", "GET", "/api/tasks/{task}/data?type=frame&number=1"),
+    ("/api/tasks/{id}/preview", "GET", "/api/tasks/{task}/preview"),
+    ("/api/tasks/{id}/data", "GET", "/api/tasks/{task}/data?type=chunk&number=99"),
+    ("/api/tasks/{id}", "GET", "/api/tasks/999999"),
+]
+
+
+@pytest.mark.parametrize(("template", "method", "url"), READS,
+                         ids=[f"{m} {u}" for _, m, u in READS])
+def test_live_answers_conform_to_the_schema(
+    server: LiveServer, populated: dict[str, Any], template: str, method: str, url: str
+) -> None:
+    document = _document(server)
+    operation = schemathesis.openapi.from_dict(document)[template][method]
+    reply = _session(server).request(method, server.url + url.format(**populated),
+                                     timeout=60)
+    assert reply.status_code < 500, reply.text
+    operation.validate_response(reply)
+
+
+_DOCUMENTS: dict[str, dict[str, Any]] = {}
+
+
+def _document(server: LiveServer) -> dict[str, Any]:
+    if server.url not in _DOCUMENTS:
+        _DOCUMENTS[server.url] = json.loads(
+            requests.get(server.url + "/api/schema", timeout=30).content)
+    return _DOCUMENTS[server.url]
