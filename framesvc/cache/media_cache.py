@@ -35,6 +35,13 @@ Waiters wait up to ``wait_timeout`` seconds and then get ``CacheTimeout``; there
 that raises hands its exception to every waiter and caches nothing, so the next request
 tries again.  A full disk while building or storing degrades to a *transient* item in a
 temporary file outside the cache, served to the current waiters and then deleted.
+
+Opening diskcache's index writes to it (its settings), so on a disk that is already
+full it cannot be opened at all.  Then the cache runs *without an index*: every lookup
+is a miss, every build is transient, ``stats`` reads the index read-only, ``clear``
+deletes the item files first to make room; opening is retried at most every
+``REOPEN_INTERVAL`` seconds, and caching resumes once there is room.  A service
+restarted on a full cache volume therefore serves, uncached, instead of failing to start.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ import logging
 import os
 import sqlite3
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -80,6 +88,12 @@ Build = Callable[[BinaryIO], ItemMeta]
 #: Default seconds a request waits for an item being built (CVAT's RQ job timeout is 5 min).
 DEFAULT_WAIT_TIMEOUT = 300.0
 
+#: Seconds between attempts to open an index that a full disk kept closed.
+REOPEN_INTERVAL = 5.0
+
+#: diskcache's SQLite file in the store directory (and its ``-wal``/``-shm`` companions).
+INDEX_FILE = "cache.db"
+
 
 class Runner(Protocol):
     """What ``get_or_build`` needs of a worker pool (``framesvc.workers.WorkerPool``)."""
@@ -103,6 +117,8 @@ class CacheStats:
     orphans_removed: int
     #: Builds this process is running or waiting to run.
     inflight: int
+    #: False while a full disk keeps the index closed (numbers read from it read-only).
+    index_open: bool = True
 
 
 def _is_disk_full(exc: BaseException | None) -> bool:
@@ -209,7 +225,10 @@ class MediaCache:
         }
         if size_limit is not None:
             settings["size_limit"] = int(size_limit)
-        self._cache = diskcache.Cache(str(self.store_dir), disk=MediaDisk, **settings)
+        self._index_settings = settings
+        self._open_lock = threading.Lock()
+        self._reopen_at = 0.0
+        self._cache: diskcache.Cache | None = self._open_index()
         # Lookups, lock attempts and publication are short; they get threads of their own
         # so that a hit never queues behind long builds in the media worker pool.
         self._executor = ThreadPoolExecutor(max(1, io_threads), thread_name_prefix="framesvc-cache")
@@ -225,7 +244,16 @@ class MediaCache:
 
     @property
     def size_limit(self) -> int:
-        return int(self._cache.reset("size_limit"))
+        index = self._index()
+        if index is None:
+            stored = self._peek_settings().get("size_limit")
+            return int(stored if stored is not None
+                       else self._index_settings.get("size_limit", 0))
+        return int(index.reset("size_limit"))
+
+    @property
+    def index_open(self) -> bool:
+        return self._index() is not None
 
     # --- async API ---------------------------------------------------------------------------
 
@@ -291,15 +319,21 @@ class MediaCache:
 
     def contains(self, key: str) -> bool:
         """Whether ``key`` has an entry, without counting as a use for LRU."""
-        return key in self._cache
+        index = self._index()
+        return index is not None and key in index
 
     def delete(self, key: str) -> bool:
         """Remove one entry; readers holding it open keep reading."""
-        return bool(self._cache.delete(key, retry=True))
+        index = self._index()
+        return index is not None and bool(index.delete(key, retry=True))
 
     def invalidate(self, tag: str) -> int:
         """Remove every entry stored with ``tag``; returns how many."""
-        return int(self._cache.evict(tag, retry=True))
+        index = self._index()
+        if index is None:
+            log.warning("cache: the index is closed (disk full); cannot invalidate %r", tag)
+            return 0
+        return int(index.evict(tag, retry=True))
 
     def sweep(self) -> int:
         """Remove staging files left by killed builds (never those of running builds)."""
@@ -318,9 +352,12 @@ class MediaCache:
         only wastes space.  This runs diskcache's full check (walks every file), so it is
         for maintenance, not for every start.
         """
+        index = self._index()
+        if index is None:
+            return 0
         with warnings.catch_warnings():
             warnings.simplefilter("always")  # report repeats too, not once per location
-            found = self._cache.check(fix=True, retry=True)
+            found = index.check(fix=True, retry=True)
         # Empty sub-directories are reported too (pruned bottom-up over two runs); they
         # are housekeeping, not problems.
         problems = [str(w.message) for w in found
@@ -331,32 +368,98 @@ class MediaCache:
 
     def stats(self) -> CacheStats:
         removed = self.sweep()
-        entries = len(self._cache)
-        size = int(self._cache.reset("size"))
+        index = self._index()
+        if index is None:
+            stored = self._peek_settings()
+            entries, size = int(stored.get("count", 0)), int(stored.get("size", 0))
+            volume = size + sum(p.stat().st_size for p in self.store_dir.glob(INDEX_FILE + "*"))
+        else:
+            entries, size, volume = len(index), int(index.reset("size")), int(index.volume())
         metrics.CACHE_ENTRIES.set(entries)
         metrics.CACHE_BYTES.set(size)
         return CacheStats(
             directory=str(self.directory),
             entries=entries,
             bytes=size,
-            volume=int(self._cache.volume()),
+            volume=volume,
             size_limit=self.size_limit,
             staging_files=sum(1 for p in self.staging_dir.iterdir() if p.is_file()),
             orphans_removed=removed,
             inflight=len(self._inflight),
+            index_open=index is not None,
         )
 
     def clear(self) -> int:
-        """Remove every entry (and orphaned partial files); returns the number of entries."""
-        removed = int(self._cache.clear(retry=True))
+        """Remove every entry (and orphaned partial files); returns the number of entries.
+
+        On a disk too full to open the index, the item files are deleted first; that
+        makes the room to open it and forget their rows (a row whose file is gone is a
+        miss anyway).
+        """
         self.sweep()
-        metrics.CACHE_ENTRIES.set(len(self._cache))
-        metrics.CACHE_BYTES.set(int(self._cache.reset("size")))
+        index = self._index(now=True)
+        if index is None:
+            freed = self._remove_item_files()
+            log.warning("cache: removed %d item file(s) from %s to make room for its index",
+                        freed, self.store_dir)
+            index = self._index(now=True)
+            if index is None:
+                return freed
+        removed = int(index.clear(retry=True))
+        metrics.CACHE_ENTRIES.set(len(index))
+        metrics.CACHE_BYTES.set(int(index.reset("size")))
         return removed
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
-        self._cache.close()
+        if self._cache is not None:
+            self._cache.close()
+
+    # --- the index ------------------------------------------------------------------------------
+
+    def _open_index(self) -> diskcache.Cache | None:
+        """diskcache's index, or None (with a warning) while a full disk prevents opening."""
+        try:
+            return diskcache.Cache(str(self.store_dir), disk=MediaDisk, **self._index_settings)
+        except (sqlite3.OperationalError, OSError) as exc:
+            if not _is_disk_full(exc):
+                raise
+            self._reopen_at = time.monotonic() + REOPEN_INTERVAL
+            log.warning("cache: disk full; cannot open the cache index in %s (%s); serving "
+                        "items uncached, next attempt in %g s", self.store_dir, exc,
+                        REOPEN_INTERVAL)
+            return None
+
+    def _index(self, *, now: bool = False) -> diskcache.Cache | None:
+        """The open index; reopened (at most every ``REOPEN_INTERVAL`` s) after a full disk."""
+        if self._cache is None and (now or time.monotonic() >= self._reopen_at):
+            with self._open_lock:
+                if self._cache is None and (now or time.monotonic() >= self._reopen_at):
+                    self._cache = self._open_index()
+                    if self._cache is not None:
+                        log.warning("cache: the index in %s is open again; caching resumes",
+                                    self.store_dir)
+        return self._cache
+
+    def _peek_settings(self) -> dict[str, Any]:
+        """diskcache's settings (count, size, size_limit) read without writing anything."""
+        path = self.store_dir / INDEX_FILE
+        try:
+            with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True,
+                                                    timeout=5)) as conn:
+                return dict(conn.execute("SELECT key, value FROM Settings").fetchall())
+        except sqlite3.Error:
+            return {}
+
+    def _remove_item_files(self) -> int:
+        """Delete every item file of the store (not the index); returns how many."""
+        removed = 0
+        for path in self.store_dir.rglob("*"):
+            if path.is_file() and not path.name.startswith(INDEX_FILE):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed += 1
+        return removed
 
     async def aclose(self) -> None:
         """Let running builds finish (their waiters get their items), then close."""
@@ -466,8 +569,11 @@ class MediaCache:
     # --- blocking parts (cache threads and worker pool) -------------------------------------
 
     def _lookup(self, key: str) -> tuple[Entry, BinaryIO] | None:
+        index = self._index()
+        if index is None:
+            return None
         try:
-            value = self._cache.get(key, read=True)
+            value = index.get(key, read=True)
         except diskcache.Timeout as exc:
             raise CacheError(f"the cache index is busy; could not look up {key!r}") from exc
         except sqlite3.OperationalError as exc:
@@ -491,7 +597,7 @@ class MediaCache:
             log.warning("cache: dropping damaged entry %r (%s)", key, value.path)
             value.file.close()
             with contextlib.suppress(diskcache.Timeout):
-                self._cache.delete(key)
+                index.delete(key)
             return None
         return entry, value.file
 
@@ -552,9 +658,13 @@ class MediaCache:
         entry = built.entry
         if entry.transient:
             return _Anchor(entry, file)
+        index = self._index()
+        if index is None:
+            metrics.CACHE_TRANSIENT.inc()
+            return _Anchor(replace(entry, transient=True), file)
         staged = Staged(built.path, entry.size, entry.to_json())
         try:
-            self._cache.set(entry.key, staged, tag=tag)
+            index.set(entry.key, staged, tag=tag)
         except Exception as exc:
             where = staged.stored_path if staged.stored_path is not None else built.path
             if not (_is_disk_full(exc) or isinstance(exc, diskcache.Timeout)):
@@ -580,6 +690,8 @@ class MediaCache:
         pinned to 5.x, whose schema is stable, and the eviction tests cover it.
         """
         cache = self._cache
+        if cache is None:
+            return
         limit = int(cache.size_limit)
         evicted = 0
         try:

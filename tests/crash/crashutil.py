@@ -11,7 +11,9 @@ as it does in a real crash of the service (a power loss is a different failure: 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -260,3 +262,28 @@ def multipart_body(files: Sequence[tuple[str, bytes]], first_index: int = 0
               for i, (name, data) in enumerate(files)]
     body, content_type = urllib3.encode_multipart_formdata(fields)
     return body, content_type
+
+
+@contextlib.contextmanager
+def small_tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A file system of ``size`` mounted at ``where`` (needs root; skips otherwise)."""
+    where.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount tmpfs here: {done.stderr.decode(errors='replace').strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill_up(path: Path) -> int:
+    """Write zeros to ``path`` until its file system is full; returns the bytes written."""
+    written = 0
+    with contextlib.suppress(OSError), open(path, "wb", buffering=0) as filler:
+        while True:
+            written += filler.write(b"\0" * 4096)
+    return written
