@@ -11,6 +11,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from framesvc.config import Settings
+from framesvc.http import security
 from framesvc.http.middleware import request_context
 from framesvc.http.routing import add_routes
 from framesvc.store.db import create_engine, migrate
@@ -56,10 +57,14 @@ def services(request: web.Request) -> Services:
 
 def make_app(settings: Settings) -> web.Application:
     modules = [importlib.import_module(f"framesvc.http.{name}") for name in ROUTE_MODULES]
-    middlewares: list[Any] = [request_context]
+    # security.guard (request body encoding, size and time limits) wraps every module's
+    # middleware, so even authentication failures come after a too-large body's 413.
+    middlewares: list[Any] = [request_context, security.guard]
     for module in modules:
         middlewares.extend(getattr(module, "middlewares", []))
-    app = web.Application(middlewares=middlewares, client_max_size=settings.max_request_bytes)
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_request_bytes,
+                          handler_args=security.handler_args(settings))
+    security.install(app, settings)
     for module in modules:
         add_routes(app.router, module.routes)
 

@@ -51,6 +51,21 @@ class Settings:
     max_archive_bytes: int = 50 * GiB
     max_archive_ratio: int = 200
     max_video_frames: int = 10_000_000
+    #: Largest body of a JSON request other than annotations (tasks, labels, jobs, auth ...).
+    max_json_bytes: int = 4 * MiB
+    #: Largest body of PUT/PATCH/POST .../annotations (CVAT's DATA_UPLOAD_MAX_MEMORY_SIZE).
+    max_annotations_bytes: int = 100 * MiB
+    #: Slow clients: a request body must arrive within ``request_body_timeout`` seconds plus
+    #: one second per ``request_body_min_rate`` bytes received, or the request is answered 408.
+    request_body_timeout: int = 20
+    request_body_min_rate: int = 500
+    #: Seconds an idle keep-alive connection, or one still sending its headers, stays open.
+    keepalive_timeout: int = 75
+    #: Failed password checks (login and Basic auth) allowed per username and per client
+    #: address within ``login_failure_window`` seconds; beyond them, 429 with Retry-After.
+    login_failures_per_user: int = 10
+    login_failures_per_ip: int = 30
+    login_failure_window: int = 60
     #: Job chunks built ahead of the one a client just fetched (i+1..i+k), at low
     #: priority: only while the worker pool has a free worker; 0 disables prefetching.
     prefetch_chunks: int = 2

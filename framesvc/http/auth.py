@@ -34,7 +34,6 @@ import email.utils
 import enum
 import hashlib
 import hmac
-import json
 import logging
 import re
 import secrets
@@ -47,6 +46,7 @@ from aiohttp import web
 from framesvc.app import SERVICES, Services, services
 from framesvc.http.context import USER
 from framesvc.http.errors import ApiError, bad_request, field_errors, forbidden, json_response
+from framesvc.http.security import loads_json, login_throttle
 from framesvc.openapi import models
 from framesvc.openapi.operations import cvat_json, errors, operation
 from framesvc.security import (
@@ -246,7 +246,13 @@ def _check_csrf(request: web.Request, session: Session) -> None:
                         "incorrect.")
 
 
-async def _basic_user(svc: Services, credentials: str) -> User:
+def _account(found: tuple[User, str] | None, given: str) -> str:
+    """The throttle's key for a login name: the user's id when it exists, so that the
+    username and the e-mail of one account share one count; else the name as given."""
+    return f"id:{found[0].id}" if found is not None else f"name:{given.strip().casefold()}"
+
+
+async def _basic_user(svc: Services, credentials: str, remote: str | None) -> User:
     try:
         decoded = base64.b64decode(credentials.strip(), validate=True)
         try:
@@ -262,20 +268,25 @@ async def _basic_user(svc: Services, credentials: str) -> User:
         ) from exc
     if len(password) > MAX_LOGIN_PASSWORD_LENGTH:
         raise _unauthorized("Invalid username/password.")
+    cache = _basic_cache(svc)
+    key = cache.key(username, password)
+    throttle = login_throttle(svc.extras, svc.settings)
     async with svc.engine.connect() as conn:
         found = await get_user_and_hash(conn, username=username)
         if found is None and "@" in username:
             found = await get_user_and_hash(conn, email=username)
+    if found is not None and cache.hit(key, found[0].id, found[1]):
+        return _check_active(found[0])  # verified recently: no password check to throttle
+    account = _account(found, username)
+    attempt = throttle.admit(remote, account)
     if found is None:
         await svc.pool.run(burn_verify, password)
         raise _unauthorized("Invalid username/password.")
     user, password_hash = found
-    cache = _basic_cache(svc)
-    key = cache.key(username, password)
-    if not cache.hit(key, user.id, password_hash):
-        if not await svc.pool.run(verify_password, password_hash, password):
-            raise _unauthorized("Invalid username/password.")
-        cache.put(key, user.id, password_hash)
+    if not await svc.pool.run(verify_password, password_hash, password):
+        raise _unauthorized("Invalid username/password.")
+    throttle.succeeded(remote, account, attempt)
+    cache.put(key, user.id, password_hash)
     return _check_active(user)
 
 
@@ -302,7 +313,7 @@ async def identify(request: web.Request) -> User | None:
             request[SESSION] = session
             return user
     if scheme == "basic":
-        return await _basic_user(svc, credentials)
+        return await _basic_user(svc, credentials, request.remote)
     return None
 
 
@@ -346,8 +357,8 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = loads_json(raw)
+    except ValueError as exc:  # UnicodeDecodeError is a ValueError
         raise bad_request(f"JSON parse error - {exc}") from exc
     if not isinstance(data, dict):
         raise field_errors({"non_field_errors": [
@@ -438,6 +449,9 @@ async def login(request: web.Request) -> web.Response:
             found = await get_user_and_hash(conn, username=username)
             if found is None and "@" in username:
                 found = await get_user_and_hash(conn, email=username)
+    throttle = login_throttle(svc.extras, svc.settings)
+    account = _account(found, email_addr or username)
+    attempt = throttle.admit(request.remote, account)
     too_long = len(password) > MAX_LOGIN_PASSWORD_LENGTH
     if found is None or too_long:
         if not too_long:
@@ -446,6 +460,7 @@ async def login(request: web.Request) -> web.Response:
     user, password_hash = found
     if not await svc.pool.run(verify_password, password_hash, password) or not user.is_active:
         raise field_errors({"non_field_errors": [LOGIN_FAILED]})
+    throttle.succeeded(request.remote, account, attempt)
     new_hash = (await svc.pool.run(hash_password, password)
                 if needs_rehash(password_hash) else None)
 

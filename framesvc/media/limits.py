@@ -37,3 +37,17 @@ class MediaLimits:
             max_archive_ratio=settings.max_archive_ratio,
             max_video_frames=settings.max_video_frames,
         )
+
+
+def configure_pillow(max_image_pixels: int) -> None:
+    """Make Pillow's process-wide bomb guard agree with ``max_image_pixels``.
+
+    Pillow warns above ``Image.MAX_IMAGE_PIXELS`` and refuses to open images above twice
+    that (~179 MP by default), which would reject images our own limit allows (300 MP by
+    default) with a less helpful message, and at serving time.  With the two equal, our
+    header check refuses everything over the limit first, and Pillow only ever refuses
+    what we refused already.
+    """
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = max_image_pixels
