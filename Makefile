@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: serve test lint fmt bench bench-deps load clean
+.PHONY: serve test lint fmt bench bench-deps load fuzz clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,14 @@ LOAD_REPORT ?= /tmp/framesvc-load-report.json
 load: $(STAMP)
 	$(BIN)/python benchmarks/load.py --spawn --duration $(DURATION) --connections $(CONNECTIONS) \
 		--report $(LOAD_REPORT)
+
+# Schema-driven fuzzing (tests/test_fuzz.py) with a bigger budget and a fresh random seed;
+# `make test` runs the same tests derandomized with a small budget.
+FUZZ_EXAMPLES ?= 100
+FUZZ_SEED ?= random
+fuzz: $(STAMP)
+	FRAMESVC_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FRAMESVC_FUZZ_SEED=$(FUZZ_SEED) \
+		$(BIN)/pytest tests/test_fuzz.py -p no:cacheprovider --timeout=1800 -q
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

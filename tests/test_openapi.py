@@ -104,7 +104,7 @@ def test_models_use_cvat_names_and_integer_ids(server: LiveServer) -> None:
     document = requests.get(server.url + "/api/schema/", timeout=30).json()
     schemas = document["components"]["schemas"]
     for name in ("TaskRead", "JobRead", "DataMetaRead", "LabeledData", "Label", "About",
-                 "Token", "RequestRead", "RqId", "PaginatedJobReadList",
+                 "Token", "Request", "RqId", "PaginatedJobReadList",
                  "PaginatedTaskReadList", "PaginatedLabelList", "TaskWriteRequest",
                  "JobWriteRequest", "PatchedJobWriteRequest", "DataRequest"):
         assert name in schemas, name

@@ -84,7 +84,7 @@ async def _owners(conn: Any, rows: Sequence[Any]) -> dict[int, Any]:
 
 @operation("requests_retrieve", "Get the status of a background request",
            match_info=models.RequestPath,
-           responses={200: cvat_json(models.RequestRead), **errors(404)})
+           responses={200: cvat_json(models.Request), **errors(404)})
 async def get_request(request: web.Request) -> web.Response:
     user = current_user(request)
     rq_id = request.match_info["rq_id"]
@@ -97,7 +97,7 @@ async def get_request(request: web.Request) -> web.Response:
 
 
 @operation("requests_list", "List background requests", query=models.RequestsQuery,
-           responses={200: cvat_json(paginated(models.RequestRead, "PaginatedRequestList")),
+           responses={200: cvat_json(paginated(models.Request, "PaginatedRequestList")),
                       **errors(404)})
 async def list_requests(request: web.Request) -> web.Response:
     """The caller's requests (all of them for a superuser), newest first.

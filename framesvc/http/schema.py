@@ -11,7 +11,8 @@ the route table and the authentication middleware already say, so it cannot drif
 * path parameters that ``routing.INT_PARAMS`` routes as integers are integers;
 * an endpoint that ``auth.access_for`` says needs credentials gets the security schemes
   and the middleware's 401/429 answers; public ones get none;
-* an operation with a request body gets the request guard's 408/413/415 answers.
+* an operation with a request body gets the request guard's 408/413/415 answers, and one
+  with path parameters the router's 404.
 
 Routes without metadata (``/metrics``, ``/static/...``) are left out on purpose; a test
 checks that every other route is described.  The schema is built once, on startup.
@@ -83,6 +84,8 @@ AUTH_RESPONSES = {
     "401": _detail("No or invalid credentials"),
     "429": _detail("Too many failed password checks; retry after Retry-After seconds"),
 }
+#: A path parameter value the route's pattern does not match is not routed at all.
+ROUTING_RESPONSES = {"404": _detail("Not found")}
 #: Answers of the request guard (``http/security.py``) to any request with a body.
 BODY_RESPONSES = {
     "408": _detail("The body did not arrive in time"),
@@ -128,6 +131,8 @@ def _operations(path: str, operations: dict[str, Any]) -> dict[str, Any]:
             op["security"] = [{}]
         if "requestBody" in op:
             _add(responses, BODY_RESPONSES)
+        if "{" in path:
+            _add(responses, ROUTING_RESPONSES)
         op["responses"] = {code: responses[code] for code in sorted(responses)}
     return operations
 

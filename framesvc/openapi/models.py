@@ -45,14 +45,14 @@ def _doc(text: str) -> dict[str, Any]:
     return {"metadata": {"description": text}}
 
 
-class Response(Schema):
+class ResponseModel(Schema):
     """A response model: every field is sent, nothing else is."""
 
     class Meta:
         unknown = RAISE
 
 
-class Request(Schema):
+class RequestModel(Schema):
     """A request model: unknown fields are ignored by the server."""
 
     class Meta:
@@ -68,7 +68,7 @@ def _r(field: fields.Field) -> fields.Field:
 # --- Errors -------------------------------------------------------------------------------
 
 
-class ErrorDetail(Response):
+class ErrorDetail(ResponseModel):
     """401, 403, 404 and some 400/409 answers (DRF's ``{"detail": ...}``)."""
 
     detail = _r(fields.String())
@@ -77,7 +77,7 @@ class ErrorDetail(Response):
 # --- Server and authentication ------------------------------------------------------------
 
 
-class About(Response):
+class About(ResponseModel):
     name = _r(fields.String())
     subtitle = _r(fields.String())
     description = _r(fields.String())
@@ -85,26 +85,26 @@ class About(Response):
     logo_url = _r(fields.String())
 
 
-class Plugins(Response):
+class Plugins(ResponseModel):
     ANALYTICS = _r(fields.Boolean())
     MODELS = _r(fields.Boolean())
 
 
-class LoginSerializerExRequest(Request):
+class LoginSerializerExRequest(RequestModel):
     username = fields.String()
     email = fields.String()
     password = fields.String(required=True)
 
 
-class Token(Response):
+class Token(ResponseModel):
     key = _r(fields.String())
 
 
-class RestAuthDetail(Response):
+class RestAuthDetail(ResponseModel):
     detail = _r(fields.String())
 
 
-class RegisterSerializerExRequest(Request):
+class RegisterSerializerExRequest(RequestModel):
     username = fields.String(required=True, validate=validate.Length(min=5, max=150))
     email = fields.String(required=True, validate=validate.Length(max=254))
     password1 = fields.String(required=True)
@@ -113,7 +113,7 @@ class RegisterSerializerExRequest(Request):
     last_name = fields.String(validate=validate.Length(max=150))
 
 
-class RegisterSerializerEx(Response):
+class RegisterSerializerEx(ResponseModel):
     username = _r(fields.String())
     email = _r(fields.String())
     first_name = _r(fields.String())
@@ -125,7 +125,7 @@ class RegisterSerializerEx(Response):
 # --- Users --------------------------------------------------------------------------------
 
 
-class BasicUser(Response):
+class BasicUser(ResponseModel):
     url = _r(fields.String())
     id = _r(fields.Integer())
     username = _r(fields.String())
@@ -162,7 +162,7 @@ class MetaUser(BasicUser):
 # --- Labels -------------------------------------------------------------------------------
 
 
-class Attribute(Response):
+class Attribute(ResponseModel):
     id = _r(fields.Integer())
     name = _r(fields.String())
     mutable = _r(fields.Boolean())
@@ -171,7 +171,7 @@ class Attribute(Response):
     values = _r(fields.List(fields.String()))
 
 
-class Sublabel(Response):
+class Sublabel(ResponseModel):
     id = _r(fields.Integer())
     name = _r(fields.String())
     color = _r(fields.String())
@@ -180,7 +180,7 @@ class Sublabel(Response):
     has_parent = _r(fields.Boolean())
 
 
-class Label(Response):
+class Label(ResponseModel):
     id = _r(fields.Integer())
     name = _r(fields.String())
     color = _r(fields.String())
@@ -193,7 +193,7 @@ class Label(Response):
     has_parent = _r(fields.Boolean())
 
 
-class AttributeRequest(Request):
+class AttributeRequest(RequestModel):
     id = fields.Integer()
     name = fields.String(validate=validate.Length(max=64))
     mutable = fields.Boolean()
@@ -203,7 +203,7 @@ class AttributeRequest(Request):
     deleted = fields.Boolean()
 
 
-class SublabelRequest(Request):
+class SublabelRequest(RequestModel):
     name = fields.String(required=True, validate=validate.Length(max=64))
     color = fields.String(validate=validate.Length(max=8))
     type = fields.String(validate=one_of(LABEL_TYPES))
@@ -211,7 +211,7 @@ class SublabelRequest(Request):
     attributes = fields.List(fields.Nested(AttributeRequest))
 
 
-class PatchedLabelRequest(Request):
+class PatchedLabelRequest(RequestModel):
     """A label in a task's ``labels`` (new without ``id``) or ``PATCH /api/labels/{id}``."""
 
     id = fields.Integer()
@@ -227,34 +227,34 @@ class PatchedLabelRequest(Request):
 # --- Tasks --------------------------------------------------------------------------------
 
 
-class Storage(Response):
+class Storage(ResponseModel):
     id = _r(fields.Integer())
     location = _r(fields.String(validate=one_of(LOCATIONS)))
     cloud_storage_id = _r(fields.Integer(allow_none=True))
 
 
-class StorageRequest(Request):
+class StorageRequest(RequestModel):
     location = fields.String(validate=one_of(LOCATIONS))
     cloud_storage_id = fields.Integer(allow_none=True)
 
 
-class JobsSummary(Response):
+class JobsSummary(ResponseModel):
     count = _r(fields.Integer())
     completed = _r(fields.Integer(allow_none=True))
     validation = _r(fields.Integer(allow_none=True))
     url = _r(fields.String())
 
 
-class LabelsSummary(Response):
+class LabelsSummary(ResponseModel):
     url = _r(fields.String())
 
 
-class IssuesSummary(Response):
+class IssuesSummary(ResponseModel):
     url = _r(fields.String())
     count = _r(fields.Integer())
 
 
-class TaskRead(Response):
+class TaskRead(ResponseModel):
     url = _r(fields.String())
     id = _r(fields.Integer())
     name = _r(fields.String())
@@ -293,7 +293,7 @@ class TaskRead(Response):
     initial_replicas = _r(fields.Integer())
 
 
-class _TaskWriteFields(Request):
+class _TaskWriteFields(RequestModel):
     project_id = fields.Integer(allow_none=True)
     owner_id = fields.Integer(allow_none=True)
     assignee_id = fields.Integer(allow_none=True)
@@ -319,7 +319,7 @@ class PatchedTaskWriteRequest(_TaskWriteFields):
 # --- Jobs ---------------------------------------------------------------------------------
 
 
-class JobRead(Response):
+class JobRead(ResponseModel):
     url = _r(fields.String())
     id = _r(fields.Integer())
     task_id = _r(fields.Integer())
@@ -360,7 +360,7 @@ def job_write_request(job_types: Sequence[str], methods: Sequence[str]) -> type[
     """``JobWriteRequest`` with the job types and frame selection methods ``http/jobs.py``
     accepts (passed in by that module, which owns them)."""
     share = validate.Range(min=0, max=1)
-    return Request.from_dict(
+    return RequestModel.from_dict(
         {
             "type": fields.String(required=True, validate=one_of(job_types)),
             "task_id": fields.Integer(required=True),
@@ -379,7 +379,7 @@ def job_write_request(job_types: Sequence[str], methods: Sequence[str]) -> type[
     )
 
 
-class PatchedJobWriteRequest(Request):
+class PatchedJobWriteRequest(RequestModel):
     stage = fields.String(validate=one_of(STAGES))
     state = fields.String(validate=one_of(STATES))
     assignee = fields.Integer(allow_none=True)
@@ -388,7 +388,7 @@ class PatchedJobWriteRequest(Request):
 # --- Media --------------------------------------------------------------------------------
 
 
-class FrameMeta(Response):
+class FrameMeta(ResponseModel):
     width = _r(fields.Integer())
     height = _r(fields.Integer())
     name = _r(fields.String())
@@ -396,7 +396,7 @@ class FrameMeta(Response):
     has_related_context = _r(fields.Boolean())
 
 
-class DataMetaRead(Response):
+class DataMetaRead(ResponseModel):
     chapters = _r(fields.List(fields.Dict(), allow_none=True))
     chunks_updated_date = _r(fields.DateTime())
     chunk_size = _r(fields.Integer(allow_none=True))
@@ -427,7 +427,7 @@ class PreviewHeaders(ConditionalHeaders):
         "description": "handling=empty: answer 204 instead of 404 when there is no preview"})
 
 
-class PatchedJobDataMetaWriteRequest(Request):
+class PatchedJobDataMetaWriteRequest(RequestModel):
     deleted_frames = fields.List(fields.Integer(validate=validate.Range(min=0)))
 
 
@@ -447,7 +447,7 @@ def data_query(data_types: Sequence[str], *, job: bool) -> type[Schema]:
     return Schema.from_dict(spec, name="JobDataQuery" if job else "TaskDataQuery")
 
 
-class DataRequest(Request):
+class DataRequest(RequestModel):
     """``POST /api/tasks/{id}/data/``: parameters of the media to attach.
 
     The same fields are accepted as multipart form fields, with ``client_files[N]`` file
@@ -503,18 +503,18 @@ def upload_path(file_id_pattern: str) -> type[Schema]:
     )
 
 
-class RqId(Response):
+class RqId(ResponseModel):
     rq_id = _r(fields.String())
 
 
-class Empty(Response):
+class Empty(ResponseModel):
     """``{}``: a multipart batch (``Upload-Multiple``) was stored."""
 
 
 # --- Background requests ------------------------------------------------------------------
 
 
-class RequestDataOperation(Response):
+class RequestDataOperation(ResponseModel):
     type = _r(fields.String())
     target = _r(fields.String())
     project_id = _r(fields.Integer(allow_none=True))
@@ -526,13 +526,13 @@ class RequestDataOperation(Response):
     lightweight = _r(fields.Boolean(allow_none=True))
 
 
-class RequestOwner(Response):
+class RequestOwner(ResponseModel):
     id = _r(fields.Integer(allow_none=True))
     username = _r(fields.String(allow_none=True))
 
 
-class RequestRead(Response):
-    """CVAT's ``Request`` (named so here to keep it apart from request bodies)."""
+class Request(ResponseModel):
+    """A background request (CVAT's ``Request``)."""
 
     id = _r(fields.String())
     status = _r(fields.String(validate=one_of(REQUEST_STATUSES)))
@@ -564,12 +564,12 @@ class RequestsQuery(Schema):
 # --- Annotations --------------------------------------------------------------------------
 
 
-class AttributeVal(Response):
+class AttributeVal(ResponseModel):
     spec_id = _r(fields.Integer())
     value = _r(fields.String())
 
 
-class LabeledImage(Response):
+class LabeledImage(ResponseModel):
     id = _r(fields.Integer(allow_none=True))
     label_id = _r(fields.Integer())
     frame = _r(fields.Integer())
@@ -578,7 +578,7 @@ class LabeledImage(Response):
     attributes = _r(fields.List(fields.Nested(AttributeVal)))
 
 
-class _ShapeFields(Response):
+class _ShapeFields(ResponseModel):
     id = _r(fields.Integer(allow_none=True))
     label_id = _r(fields.Integer())
     type = _r(fields.String(validate=one_of(SHAPE_TYPES)))
@@ -602,7 +602,7 @@ class LabeledShape(_ShapeFields):
     elements = _r(fields.List(fields.Nested(SubLabeledShape)))
 
 
-class TrackedShape(Response):
+class TrackedShape(ResponseModel):
     id = _r(fields.Integer(allow_none=True))
     type = _r(fields.String(validate=one_of(SHAPE_TYPES)))
     frame = _r(fields.Integer())
@@ -614,7 +614,7 @@ class TrackedShape(Response):
     attributes = _r(fields.List(fields.Nested(AttributeVal)))
 
 
-class _TrackFields(Response):
+class _TrackFields(ResponseModel):
     id = _r(fields.Integer(allow_none=True))
     label_id = _r(fields.Integer())
     frame = _r(fields.Integer())
@@ -632,7 +632,7 @@ class LabeledTrack(_TrackFields):
     elements = _r(fields.List(fields.Nested(SubLabeledTrack)))
 
 
-class LabeledData(Response):
+class LabeledData(ResponseModel):
     version = _r(fields.Integer())
     tags = _r(fields.List(fields.Nested(LabeledImage)))
     shapes = _r(fields.List(fields.Nested(LabeledShape)))
@@ -640,12 +640,12 @@ class LabeledData(Response):
     intervals = _r(fields.List(fields.Dict()))
 
 
-class AttributeValRequest(Request):
+class AttributeValRequest(RequestModel):
     spec_id = fields.Integer(required=True)
     value = fields.String(required=True, validate=validate.Length(max=4096))
 
 
-class LabeledImageRequest(Request):
+class LabeledImageRequest(RequestModel):
     id = fields.Integer(allow_none=True)
     label_id = fields.Integer(required=True, validate=validate.Range(min=0))
     frame = fields.Integer(required=True, validate=validate.Range(min=0))
@@ -654,7 +654,7 @@ class LabeledImageRequest(Request):
     attributes = fields.List(fields.Nested(AttributeValRequest))
 
 
-class _ShapeRequestFields(Request):
+class _ShapeRequestFields(RequestModel):
     id = fields.Integer(allow_none=True)
     label_id = fields.Integer(required=True, validate=validate.Range(min=0))
     type = fields.String(required=True, validate=one_of(SHAPE_TYPES))
@@ -678,7 +678,7 @@ class LabeledShapeRequest(_ShapeRequestFields):
     elements = fields.List(fields.Nested(SubLabeledShapeRequest))
 
 
-class TrackedShapeRequest(Request):
+class TrackedShapeRequest(RequestModel):
     id = fields.Integer(allow_none=True)
     type = fields.String(required=True, validate=one_of(SHAPE_TYPES))
     frame = fields.Integer(required=True, validate=validate.Range(min=0))
@@ -690,7 +690,7 @@ class TrackedShapeRequest(Request):
     attributes = fields.List(fields.Nested(AttributeValRequest))
 
 
-class _TrackRequestFields(Request):
+class _TrackRequestFields(RequestModel):
     id = fields.Integer(allow_none=True)
     label_id = fields.Integer(required=True, validate=validate.Range(min=0))
     frame = fields.Integer(required=True, validate=validate.Range(min=0))
@@ -708,7 +708,7 @@ class LabeledTrackRequest(_TrackRequestFields):
     elements = fields.List(fields.Nested(SubLabeledTrackRequest))
 
 
-class LabeledDataRequest(Request):
+class LabeledDataRequest(RequestModel):
     version = fields.Integer()
     tags = fields.List(fields.Nested(LabeledImageRequest))
     shapes = fields.List(fields.Nested(LabeledShapeRequest))

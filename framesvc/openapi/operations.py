@@ -241,7 +241,7 @@ def list_query(name: str, list_fields: ListFields, **extra: fields.Field) -> typ
 def paginated(item: type[Schema], name: str | None = None) -> type[Schema]:
     """``Paginated<Item>List``: ``count``, ``next``, ``previous`` and ``results``."""
     required = {"required": True}
-    return models.Response.from_dict(
+    return models.ResponseModel.from_dict(
         {
             "count": fields.Integer(**required),
             "next": fields.String(allow_none=True, **required),

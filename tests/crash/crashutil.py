@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import os
 import signal
@@ -27,6 +28,8 @@ import pytest
 import urllib3
 from authutil import Reply, basic, call
 from conftest import LiveServer, start_server, stop_server
+from mediagen import frame_pattern
+from PIL import Image
 
 POLL = 0.02
 
@@ -117,7 +120,15 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
         time.sleep(POLL)
 
 
-# --- tasks, uploads, requests ----------------------------------------------------------------
+# --- media, tasks, uploads, requests ----------------------------------------------------------
+
+
+def pattern_png(index: int, size: tuple[int, int] = (64, 48)) -> bytes:
+    """A PNG showing frame number ``index`` (``mediagen.read_frame_number`` reads it)."""
+    out = io.BytesIO()
+    Image.fromarray(frame_pattern(index, size)).save(out, "PNG")
+    return out.getvalue()
+
 
 
 def new_task(server: LiveServer, name: str, **spec: Any) -> int:

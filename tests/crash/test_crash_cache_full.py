@@ -22,6 +22,7 @@ from crashutil import (  # noqa: F401 (servers is a fixture)
     framesvc_cli,
     multipart_batch,
     new_task,
+    pattern_png,
     servers_fixture,
     small_tmpfs,
     upload_finish,
@@ -29,7 +30,7 @@ from crashutil import (  # noqa: F401 (servers is a fixture)
     wait_request,
     wait_until,
 )
-from mediagen import frame_pattern, read_frame_number, write_video
+from mediagen import read_frame_number, write_video
 from PIL import Image
 
 from framesvc.cache import ItemMeta, MediaCache
@@ -38,12 +39,6 @@ from framesvc.workers import WorkerPool
 
 SIZE = (160, 120)
 FULL_WARNING = "cache: disk full"
-
-
-def pattern_png(index: int) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(frame_pattern(index, SIZE)).save(out, "PNG")
-    return out.getvalue()
 
 
 def decode_chunk(data: bytes) -> list[int]:
@@ -96,7 +91,7 @@ def test_full_cache_disk_serves_uncached(servers: Servers, tmp_path) -> None:  #
             tasks: dict[int, tuple[int, int]] = {}
             for name, files, size, chunk_size in (
                 ("video", [("clip.mp4", clip.read_bytes())], 24, 8),
-                ("images", [(f"img_{i:02d}.png", pattern_png(i)) for i in range(12)], 12, 4),
+                ("images", [(f"img_{i:02d}.png", pattern_png(i, SIZE)) for i in range(12)], 12, 4),
             ):
                 task_id = new_task(server, f"full-cache-{name}")
                 upload_start(server, task_id)

@@ -28,22 +28,17 @@ from crashutil import (  # noqa: F401 (servers is a fixture)
     framesvc_cli,
     multipart_batch,
     new_task,
+    pattern_png,
     servers_fixture,
     upload_finish,
     upload_start,
     wait_request,
     wait_until,
 )
-from mediagen import frame_pattern, read_frame_number, write_video
+from mediagen import read_frame_number, write_video
 from PIL import Image
 
 SIZE = (160, 120)
-
-
-def pattern_png(index: int) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(frame_pattern(index, SIZE)).save(out, "PNG")
-    return out.getvalue()
 
 
 def make_task(servers: Servers, name: str, files: list[tuple[str, bytes]],
@@ -80,7 +75,7 @@ def test_kill_mid_chunk_builds(servers: Servers, tmp_path: Path) -> None:
     for n in range(2):
         task_id = make_task(servers, f"video-{n}", [("clip.mp4", clip.read_bytes())], 8)
         tasks[task_id] = (frames, 8)
-    images = [(f"img_{i:03d}.png", pattern_png(i)) for i in range(40)]
+    images = [(f"img_{i:03d}.png", pattern_png(i, SIZE)) for i in range(40)]
     tasks[make_task(servers, "images", images, 4)] = (40, 4)
 
     urls = [f"/api/tasks/{t}/data?type=chunk&number={c}&quality={q}"

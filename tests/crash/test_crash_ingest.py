@@ -28,6 +28,7 @@ from crashutil import (  # noqa: F401 (servers is a fixture)
     db,
     multipart_batch,
     new_task,
+    pattern_png,
     request_status,
     servers_fixture,
     upload_finish,
@@ -35,19 +36,13 @@ from crashutil import (  # noqa: F401 (servers is a fixture)
     wait_request,
     wait_until,
 )
-from mediagen import frame_pattern, read_frame_number
+from mediagen import read_frame_number
 from PIL import Image
 
 from framesvc.background import RESTART_MESSAGE
 
 #: Images in the archive: enough that extracting and probing take a while.
 ARCHIVE_IMAGES = 5000
-
-
-def pattern_png(index: int, size: tuple[int, int] = (64, 48)) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(frame_pattern(index, size)).save(out, "PNG")
-    return out.getvalue()
 
 
 def archive(count: int) -> bytes:

@@ -22,6 +22,7 @@ from crashutil import (  # noqa: F401 (servers is a fixture)
     multipart_batch,
     multipart_body,
     new_task,
+    pattern_png,
     servers_fixture,
     tus_create,
     tus_offset,
@@ -31,17 +32,11 @@ from crashutil import (  # noqa: F401 (servers is a fixture)
     wait_request,
     wait_until,
 )
-from mediagen import frame_pattern, read_frame_number
+from mediagen import read_frame_number
 from PIL import Image
 
 KiB = 1024
 MiB = 1024 * KiB
-
-
-def pattern_png(index: int, size: tuple[int, int] = (64, 48)) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(frame_pattern(index, size)).save(out, "PNG")
-    return out.getvalue()
 
 
 def noise_png(side: int) -> bytes:
