@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import base64
 import json
-import sqlite3
 import subprocess
 import sys
 import uuid
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
-from pathlib import Path
 from typing import Any
 
 import urllib3
 from conftest import LiveServer
+from conftest import db_execute as _db_execute
 
 _http = urllib3.PoolManager(retries=False, timeout=30)
 
@@ -84,15 +83,14 @@ def login(server: LiveServer, username: str, password: str) -> Reply:
 
 
 def cli(server: LiveServer, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    """``framesvc <args> --data-dir <the live server's data dir>``, as an operator runs it."""
+    """``framesvc <args> --data-dir <the live server's data dir>``, as an operator runs it
+    (with the server's database URL when that is not the data dir's SQLite file)."""
     return subprocess.run(
         [sys.executable, "-m", "framesvc.cli", *args, "--data-dir", str(server.data_dir)],
-        input=stdin, capture_output=True, text=True, timeout=120,
+        input=stdin, capture_output=True, text=True, timeout=120, env=server.env,
     )
 
 
 def db_execute(server: LiveServer, sql: str, params: tuple[Any, ...] = ()) -> None:
-    """Change the live server's SQLite store directly (what an admin tool would do)."""
-    path: Path = server.data_dir / "framesvc.sqlite3"
-    with sqlite3.connect(path, timeout=30) as conn:
-        conn.execute(sql, params)
+    """Change the live server's store directly (what an admin tool would do)."""
+    _db_execute(server, sql, params)

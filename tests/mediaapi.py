@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import sqlite3
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import av
 import numpy as np
 from authutil import Reply, basic, call
-from conftest import LiveServer
+from conftest import LiveServer, db_execute, db_rows
 from mediagen import write_image, write_video
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
@@ -110,13 +109,11 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def db(server: LiveServer, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(f"file:{server.data_dir / 'framesvc.sqlite3'}?mode=ro", uri=True) as c:
-        return list(c.execute(sql, params))
+    return db_rows(server, sql, params)
 
 
 def db_write(server: LiveServer, sql: str, params: tuple[Any, ...] = ()) -> None:
-    with sqlite3.connect(server.data_dir / "framesvc.sqlite3", timeout=30) as c:
-        c.execute(sql, params)
+    db_execute(server, sql, params)
 
 
 def add_gt_job(server: LiveServer, task_id: int, rel_frames: Sequence[int]) -> int:
@@ -134,8 +131,7 @@ def add_gt_job(server: LiveServer, task_id: int, rel_frames: Sequence[int]) -> i
     spec = SegmentSpec.specific(space.size, [space.to_abs(f) for f in rel_frames])
 
     async def write() -> int:
-        url = f"sqlite+aiosqlite:///{server.data_dir / 'framesvc.sqlite3'}"
-        engine = create_engine(url)
+        engine = create_engine(server.database_url)
         try:
             async with engine.begin() as conn:
                 (job_id,) = await create_segments_and_jobs(conn, task_id, [spec])

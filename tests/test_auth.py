@@ -13,7 +13,14 @@ from urllib.parse import urlencode
 
 import pytest
 from authutil import basic, call, cli, db_execute, login, register, unique
-from conftest import ADMIN_PASSWORD, ADMIN_USER, LiveServer, start_server, stop_server
+from conftest import (
+    ADMIN_PASSWORD,
+    ADMIN_USER,
+    LiveServer,
+    database_url_for,
+    start_server,
+    stop_server,
+)
 from cvat_sdk import make_client
 from cvat_sdk.api_client.exceptions import UnauthorizedException
 from packaging.version import Version
@@ -202,7 +209,7 @@ def test_expired_session_is_rejected(server: LiveServer) -> None:
     assert call(server, "GET", "/api/users/self", cookies=session).status == 200
     user_id = call(server, "GET", "/api/users/self", cookies=session).json["id"]
     db_execute(server, "UPDATE sessions SET expires = ? WHERE user_id = ?",
-               ("2000-01-01 00:00:00.000000", user_id))
+               (dt.datetime(2000, 1, 1, tzinfo=dt.UTC), user_id))
     assert call(server, "GET", "/api/users/self", cookies=session).status == 401
 
 
@@ -245,7 +252,7 @@ def test_bearer_token_minted_by_cli(server: LiveServer) -> None:
     bad = call(server, "GET", "/api/users/self", headers={"Authorization": "Bearer nope"})
     assert bad.status == 401
     db_execute(server, "UPDATE access_tokens SET expires = ? WHERE name = 'ci' AND user_id = ?",
-               ("2000-01-01 00:00:00.000000", reply.json["id"]))
+               (dt.datetime(2000, 1, 1, tzinfo=dt.UTC), reply.json["id"]))
     expired = call(server, "GET", "/api/users/self",
                    headers={"Authorization": f"Bearer {secret}"})
     assert expired.status == 401
@@ -276,7 +283,7 @@ def test_basic_auth(server: LiveServer) -> None:
 def test_inactive_user_is_rejected(server: LiveServer) -> None:
     name, key = new_user(server)
     cookies = login(server, name, PASSWORD).cookies()
-    db_execute(server, "UPDATE users SET is_active = 0 WHERE username = ?", (name,))
+    db_execute(server, "UPDATE users SET is_active = ? WHERE username = ?", (False, name))
     token = call(server, "GET", "/api/users/self", headers=token_header(key))
     assert token.status == 401 and token.json == {"detail": "User inactive or deleted."}
     assert call(server, "GET", "/api/users/self", headers=basic(name, PASSWORD)).status == 401
@@ -446,9 +453,8 @@ def test_registration_disabled(bare_server: LiveServer) -> None:
 
 def test_admin_variables_create_missing_admin(tmp_path: Path) -> None:
     """With users present but not FRAMESVC_ADMIN_USER, start creates that user too."""
-    data_dir = tmp_path / "data"
-    url = f"sqlite+aiosqlite:///{(data_dir / 'framesvc.sqlite3').resolve()}"
-    data_dir.mkdir()
+    (tmp_path / "data").mkdir()
+    url = database_url_for(tmp_path)
     migrate(url)
 
     async def seed() -> None:
@@ -470,7 +476,7 @@ def test_admin_variables_create_missing_admin(tmp_path: Path) -> None:
 
 
 async def test_session_store_expiry(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite3'}"
+    url = database_url_for(tmp_path)
     await asyncio.to_thread(migrate, url)
     engine = create_engine(url)
     try:

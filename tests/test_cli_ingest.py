@@ -21,7 +21,7 @@ def ingest(server: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "framesvc.cli", "ingest", *args,
          "--data-dir", str(server.data_dir), "--owner", server.admin_user, "--quiet"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, env=server.env,
     )
 
 

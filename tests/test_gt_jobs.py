@@ -11,7 +11,6 @@ NumPy exactly as CVAT's ``JobWriteSerializer.create`` computes them.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -84,12 +83,13 @@ def included(server: LiveServer, account: Account, job_id: int) -> list[int]:
 
 
 def stored_frames(server: LiveServer, job_id: int) -> list[int]:
-    path = server.data_dir / "framesvc.sqlite3"
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-        (frames,) = conn.execute(
-            "SELECT segments.frames FROM segments JOIN jobs ON jobs.segment_id = segments.id"
-            " WHERE jobs.id = ?", (job_id,)).fetchone()
-    return json.loads(frames)
+    from conftest import db_rows
+
+    ((frames,),) = db_rows(
+        server, "SELECT segments.frames FROM segments JOIN jobs ON jobs.segment_id = segments.id"
+        " WHERE jobs.id = ?", (job_id,))
+    # SQLite's JSON column comes back as text, PostgreSQL's as the decoded list.
+    return json.loads(frames) if isinstance(frames, str) else frames
 
 
 def cvat_uniform(count: int, seed: int) -> list[int]:
@@ -377,11 +377,11 @@ def test_delete(server: LiveServer, setup: Setup, owner_client: Client) -> None:
     assert raw(server, setup.owner, "DELETE", f"/api/jobs/{gt['id']}").status == 404
     task.fetch()
     assert task.validation_mode is None and task.jobs.count == jobs_before - 1
-    path = server.data_dir / "framesvc.sqlite3"
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-        left = conn.execute("SELECT count(*) FROM segments WHERE task_id = ? AND type = ?",
-                            (task.id, "specific_frames")).fetchone()
-    assert left == (0,)
+    from conftest import db_rows
+
+    left = db_rows(server, "SELECT count(*) FROM segments WHERE task_id = ? AND type = ?",
+                   (task.id, "specific_frames"))
+    assert left == [(0,)]
     # A new GT job may be created once the old one is gone.
     create_gt(owner_client, task.id, frame_selection_method="manual", frames=[3])
 
@@ -409,16 +409,16 @@ def test_deleting_a_ground_truth_job_deletes_its_annotations(
     assert len(raw(server, setup.owner, "GET", f"/api/jobs/{gt['id']}/annotations/"
                    ).json["shapes"]) == 1
     owner_client.api_client.jobs_api.destroy(gt["id"])
-    path = server.data_dir / "framesvc.sqlite3"
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-        tables = [r[0] for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table'")]
-        for table in tables:
-            columns = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
-            if "job_id" in columns and table != "requests":
-                count = conn.execute(f"SELECT count(*) FROM {table} WHERE job_id = ?",
-                                     (gt["id"],)).fetchone()[0]
-                assert count == 0, table
+    import sqlalchemy as sa
+    from conftest import db_rows, sync_engine
+
+    inspector = sa.inspect(sync_engine(server.database_url))
+    for table in inspector.get_table_names():
+        columns = [c["name"] for c in inspector.get_columns(table)]
+        if "job_id" in columns and table != "requests":
+            count = db_rows(server, f"SELECT count(*) FROM {table} WHERE job_id = ?",
+                            (gt["id"],))
+            assert count == [(0,)], table
 
 
 def test_unauthenticated_requests_are_401(server: LiveServer) -> None:

@@ -3,7 +3,7 @@ and the same task then accepts a valid upload."""
 
 from __future__ import annotations
 
-import sqlite3
+import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,7 +11,7 @@ from typing import Any
 import mediagen
 import pytest
 from authutil import basic, call
-from conftest import LiveServer, start_server, stop_server
+from conftest import LiveServer, db_execute, db_rows, start_server, stop_server
 from cvat_sdk.core.exceptions import BackgroundRequestException
 from mediagen import write_image, write_video
 
@@ -25,8 +25,7 @@ def client(sdk_client):  # type: ignore[no-untyped-def]
 
 
 def rows(server: LiveServer, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(f"file:{server.data_dir / 'framesvc.sqlite3'}?mode=ro", uri=True) as c:
-        return list(c.execute(sql, params))
+    return db_rows(server, sql, params)
 
 
 def _mixed(d: Path) -> tuple[list[Path], str]:
@@ -150,13 +149,14 @@ def test_interrupted_request_is_failed_after_restart(tmp_path) -> None:
     session = root / "data" / "uploads" / str(task_id)
     session.mkdir(parents=True)
     (session / "00000000-0000-0000-0000-000000000001").write_bytes(b"x")
-    with sqlite3.connect(root / "data" / "framesvc.sqlite3") as c:
-        c.execute(
-            "INSERT INTO requests (id, status, message, progress, operation_type, target, "
-            "task_id, owner_id, created_date, started_date) VALUES (?, 'started', '', 0.3, "
-            "'create:task', 'task', ?, 1, '2026-01-01 00:00:00', '2026-01-01 00:00:01')",
-            (f"create:task-{task_id}", task_id),
-        )
+    created = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    db_execute(
+        server,
+        "INSERT INTO requests (id, status, message, progress, operation_type, target, "
+        "task_id, owner_id, created_date, started_date) VALUES (?, 'started', '', 0.3, "
+        "'create:task', 'task', ?, 1, ?, ?)",
+        (f"create:task-{task_id}", task_id, created, created + dt.timedelta(seconds=1)),
+    )
 
     server = start_server(root)
     try:

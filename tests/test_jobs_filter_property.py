@@ -1,10 +1,11 @@
 """Property tests: the JSON-Logic ``filter`` translated to SQL selects exactly the rows a
 reference evaluation in Python selects.
 
-Random users, data, tasks and jobs are written into a real SQLite database with
-framesvc's schema; random rules over the jobs' (and tasks') list fields are translated by
-``store/filters.py`` through the very ``JOB_FIELDS``/``TASK_FIELDS`` the HTTP lists use,
-run by SQLite, and compared with :func:`evaluate`, an independent evaluator of CVAT's
+Random users, data, tasks and jobs are written into a real database with framesvc's
+schema (SQLite, or PostgreSQL under ``make test-postgres``); random rules over the jobs'
+(and tasks') list fields are translated by ``store/filters.py`` through the very
+``JOB_FIELDS``/``TASK_FIELDS`` the HTTP lists use, run by the database, and compared
+with :func:`evaluate`, an independent evaluator of CVAT's
 JSON-Logic semantics written here over plain Python values:
 
 * ``{"var": f}`` is "f is set" (not null);
@@ -264,8 +265,12 @@ def evaluate(rule: Any, row: dict[str, Any]) -> bool:
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sa.Engine]:
-    path = tmp_path_factory.mktemp("filters") / "db.sqlite3"
-    eng = sa.create_engine(f"sqlite:///{path}")
+    from conftest import database_url_for, sync_engine
+
+    root = tmp_path_factory.mktemp("filters")
+    (root / "data").mkdir()
+    # SQLite by default; the test cluster's PostgreSQL under make test-postgres.
+    eng = sync_engine(database_url_for(root))
     metadata.create_all(eng)
     yield eng
     eng.dispose()

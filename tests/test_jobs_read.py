@@ -39,7 +39,7 @@ def run_store(server: LiveServer, fn: Callable[[Any], Awaitable[T]]) -> T:
     """Run ``fn(conn)`` in one transaction on the live server's database."""
 
     async def main() -> T:
-        engine = create_engine(f"sqlite+aiosqlite:///{server.data_dir / 'framesvc.sqlite3'}")
+        engine = create_engine(server.database_url)
         try:
             async with engine.begin() as conn:
                 return await fn(conn)

@@ -20,9 +20,13 @@ from framesvc.store.schema import metadata
 
 
 def _upgraded(tmp_path: Path) -> sa.Engine:
-    path = tmp_path / "db.sqlite3"
-    migrate(f"sqlite+aiosqlite:///{path}")
-    return sa.create_engine(f"sqlite:///{path}")
+    """An empty store upgraded to head: SQLite, or PostgreSQL under make test-postgres."""
+    from conftest import database_url_for, sync_engine
+
+    (tmp_path / "data").mkdir(exist_ok=True)
+    url = database_url_for(tmp_path)
+    migrate(url)
+    return sync_engine(url)
 
 
 def test_upgrade_from_empty_matches_metadata(tmp_path: Path) -> None:
@@ -49,8 +53,7 @@ def test_upgrade_reaches_the_single_head(tmp_path: Path) -> None:
     heads = script.get_heads()
     assert len(heads) == 1, f"several migration heads: {heads}"
     assert current == heads[0]
-    assert set(metadata.tables) <= set(sa.inspect(sa.create_engine(
-        f"sqlite:///{tmp_path / 'db.sqlite3'}")).get_table_names())
+    assert set(metadata.tables) <= set(sa.inspect(engine).get_table_names())
 
 
 def test_revisions_form_one_chain() -> None:

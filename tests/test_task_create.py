@@ -8,7 +8,6 @@ storage), from the server's SQLite store.
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -43,8 +42,9 @@ def api(server: LiveServer, method: str, path: str, **kwargs: Any) -> Any:
 
 
 def db(server: LiveServer, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(f"file:{server.data_dir / 'framesvc.sqlite3'}?mode=ro", uri=True) as c:
-        return list(c.execute(sql, params))
+    from conftest import db_rows
+
+    return db_rows(server, sql, params)
 
 
 def image_names(server: LiveServer, task_id: int) -> list[str]:

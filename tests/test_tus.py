@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -173,13 +172,14 @@ def test_big_file_goes_through_tus(sdk_client, server, tmp_path) -> None:  # typ
     assert "TUS upload" in log and f"for task {task.id}: big.bmp" in log
     # Multipart files come first in the task, then TUS ones (CVAT's order), unless the
     # client asks for its own order: the SDK sends upload_file_order with "predefined".
-    with sqlite3.connect(f"file:{server.data_dir / 'framesvc.sqlite3'}?mode=ro", uri=True) as c:
-        names = [r[0] for r in c.execute(
-            "SELECT i.path FROM images i JOIN tasks t ON t.data_id = i.data_id "
-            "WHERE t.id = ? ORDER BY i.frame", (task.id,))]
-        sizes = list(c.execute(
-            "SELECT i.width, i.height FROM images i JOIN tasks t ON t.data_id = i.data_id "
-            "WHERE t.id = ? AND i.path = 'big.bmp'", (task.id,)))
+    from conftest import db_rows
+
+    names = [r[0] for r in db_rows(
+        server, "SELECT i.path FROM images i JOIN tasks t ON t.data_id = i.data_id "
+        "WHERE t.id = ? ORDER BY i.frame", (task.id,))]
+    sizes = db_rows(
+        server, "SELECT i.width, i.height FROM images i JOIN tasks t ON t.data_id = i.data_id "
+        "WHERE t.id = ? AND i.path = 'big.bmp'", (task.id,))
     assert names == ["big.bmp", *(p.name for p in small)]
     assert sizes == [(6000, 6000)]
 
