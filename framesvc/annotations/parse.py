@@ -46,6 +46,7 @@ from framesvc.http.serializers import (
     list_field,
     nested_list,
 )
+from framesvc.store.schema import INT32_MAX, INT32_MIN
 
 ACTIONS = ("create", "update", "delete")
 
@@ -111,7 +112,14 @@ def _source(value: Any) -> str:
 
 
 def _group(value: Any) -> int:
-    return int_field(value, min_value=0, allow_null=True) or 0
+    return int_field(value, min_value=0, max_value=INT32_MAX, allow_null=True) or 0
+
+
+def _z_order(value: Any) -> int:
+    # Stored in a 32-bit column (store/schema.py); PostgreSQL would refuse a larger value.
+    number = int_field(value, min_value=INT32_MIN, max_value=INT32_MAX)
+    assert number is not None
+    return number
 
 
 class _Parser:
@@ -151,7 +159,7 @@ class _Parser:
             "type": f.get("type", lambda v: choice_field(v, SHAPE_TYPES), required=True),
             "occluded": f.get("occluded", bool_field, default=False),
             "outside": f.get("outside", bool_field, default=False),
-            "z_order": f.get("z_order", int_field, default=0),
+            "z_order": f.get("z_order", _z_order, default=0),
             "rotation": f.get("rotation", lambda v: float_field(v, min_value=0, max_value=360),
                               default=0.0),
             "points": f.get("points", points_field, default=[]),

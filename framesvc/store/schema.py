@@ -11,6 +11,8 @@ Frame numbers follow CVAT's three spaces (see ``model/frames.py``):
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 metadata = sa.MetaData(
@@ -25,10 +27,59 @@ metadata = sa.MetaData(
 
 TZ = sa.DateTime(timezone=True)
 
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+class _ComparedInt(sa.TypeDecorator[int]):
+    """How :class:`Int32` binds a Python int it is compared with: as ``BIGINT``, clamped
+    to just outside the 32-bit range.  Every comparison with a 32-bit value gives the
+    same answer for the clamped number as for the original (``=`` false, ``<`` and ``>``
+    by sign), and the clamped number fits every driver, whatever the original's size."""
+
+    impl = sa.BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return min(max(value, INT32_MIN - 1), INT32_MAX + 1)
+        return value
+
+
+class Int32(sa.TypeDecorator[int]):
+    """``INTEGER`` (four bytes on PostgreSQL) that can be compared with any Python int.
+
+    Clients send ids and numbers of any size (``/api/tasks/3000000000``, ``task_id=``,
+    ``filter``).  PostgreSQL drivers bind a value compared with an ``INTEGER`` column as
+    ``INTEGER`` and fail on one beyond 32 bits (SQLite's driver, on one beyond 64 bits) -
+    a 500 where CVAT's answer is "not found".  Here such a value is bound as
+    :class:`_ComparedInt` instead (PostgreSQL compares ``int4`` with ``int8`` exactly,
+    indexes included), so the comparison is simply false (or true) on every backend and
+    handlers need no range checks before a lookup.  ``IN`` lists always bind that way:
+    SQLAlchemy shows this hook only their first value.  Values *stored* in such a column
+    must still fit (validated at the API).
+    """
+
+    impl = sa.Integer
+    cache_ok = True
+
+    @property
+    def python_type(self) -> type[int]:
+        return int
+
+    def coerce_compared_value(self, op: Any, value: Any) -> sa.types.TypeEngine[Any]:
+        if op in (sa.sql.operators.in_op, sa.sql.operators.not_in_op):
+            return _ComparedInt()
+        if isinstance(value, int) and not isinstance(value, bool) and not (
+            INT32_MIN <= value <= INT32_MAX
+        ):
+            return _ComparedInt()
+        return self
+
+
 users = sa.Table(
     "users",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("id", Int32, primary_key=True),
     sa.Column("username", sa.String(150), nullable=False, unique=True),
     sa.Column("email", sa.String(254), nullable=False, server_default=""),
     sa.Column("first_name", sa.String(150), nullable=False, server_default=""),
@@ -48,7 +99,7 @@ auth_tokens = sa.Table(
     metadata,
     sa.Column("key", sa.String(40), primary_key=True),
     sa.Column(
-        "user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+        "user_id", Int32, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
     ),
     sa.Column("created", TZ, nullable=False),
 )
@@ -59,7 +110,7 @@ sessions = sa.Table(
     metadata,
     sa.Column("session_key", sa.String(64), primary_key=True),
     sa.Column(
-        "user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+        "user_id", Int32, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
     ),
     sa.Column("csrf_token", sa.String(64), nullable=False),
     sa.Column("created", TZ, nullable=False),
@@ -70,9 +121,9 @@ sessions = sa.Table(
 access_tokens = sa.Table(
     "access_tokens",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("id", Int32, primary_key=True),
     sa.Column(
-        "user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+        "user_id", Int32, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
     ),
     sa.Column("name", sa.String(255), nullable=False, server_default=""),
     sa.Column("digest", sa.String(64), nullable=False, unique=True),
@@ -86,12 +137,12 @@ access_tokens = sa.Table(
 data = sa.Table(
     "data",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("chunk_size", sa.Integer, nullable=False),
-    sa.Column("size", sa.Integer, nullable=False),
-    sa.Column("image_quality", sa.Integer, nullable=False),
-    sa.Column("start_frame", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("stop_frame", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("id", Int32, primary_key=True),
+    sa.Column("chunk_size", Int32, nullable=False),
+    sa.Column("size", Int32, nullable=False),
+    sa.Column("image_quality", Int32, nullable=False),
+    sa.Column("start_frame", Int32, nullable=False, server_default="0"),
+    sa.Column("stop_frame", Int32, nullable=False, server_default="0"),
     sa.Column("frame_filter", sa.String(256), nullable=False, server_default=""),
     sa.Column("compressed_chunk_type", sa.String(32), nullable=False),
     sa.Column("original_chunk_type", sa.String(32), nullable=False),
@@ -103,7 +154,7 @@ data = sa.Table(
     #: Directory that image/video paths are relative to.
     sa.Column("root", sa.Text, nullable=False),
     #: Bumped whenever served media may change; part of every media cache key.
-    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("version", Int32, nullable=False, server_default="1"),
     sa.Column("deleted_frames", sa.JSON, nullable=False),
     sa.Column("created_date", TZ, nullable=False),
     sqlite_autoincrement=True,
@@ -112,26 +163,26 @@ data = sa.Table(
 tasks = sa.Table(
     "tasks",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("id", Int32, primary_key=True),
     sa.Column("name", sa.String(256), nullable=False),
-    sa.Column("owner_id", sa.Integer, sa.ForeignKey("users.id", ondelete="SET NULL")),
-    sa.Column("assignee_id", sa.Integer, sa.ForeignKey("users.id", ondelete="SET NULL")),
+    sa.Column("owner_id", Int32, sa.ForeignKey("users.id", ondelete="SET NULL")),
+    sa.Column("assignee_id", Int32, sa.ForeignKey("users.id", ondelete="SET NULL")),
     sa.Column("assignee_updated_date", TZ, nullable=True),
-    sa.Column("project_id", sa.Integer, nullable=True),
+    sa.Column("project_id", Int32, nullable=True),
     sa.Column("bug_tracker", sa.String(2000), nullable=False, server_default=""),
     sa.Column("subset", sa.String(64), nullable=False, server_default=""),
-    sa.Column("overlap", sa.Integer, nullable=True),
-    sa.Column("segment_size", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("consensus_replicas", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("overlap", Int32, nullable=True),
+    sa.Column("segment_size", Int32, nullable=False, server_default="0"),
+    sa.Column("consensus_replicas", Int32, nullable=False, server_default="0"),
     #: "annotation" | "interpolation" once media is attached; "" before.
     sa.Column("mode", sa.String(32), nullable=False, server_default=""),
     sa.Column("dimension", sa.String(2), nullable=False, server_default="2d"),
     sa.Column("status", sa.String(32), nullable=False, server_default="annotation"),
-    sa.Column("data_id", sa.Integer, sa.ForeignKey("data.id", ondelete="SET NULL")),
+    sa.Column("data_id", Int32, sa.ForeignKey("data.id", ondelete="SET NULL")),
     sa.Column("source_storage", sa.JSON, nullable=True),
     sa.Column("target_storage", sa.JSON, nullable=True),
-    sa.Column("organization_id", sa.Integer, nullable=True),
-    sa.Column("guide_id", sa.Integer, nullable=True),
+    sa.Column("organization_id", Int32, nullable=True),
+    sa.Column("guide_id", Int32, nullable=True),
     sa.Column("created_date", TZ, nullable=False),
     sa.Column("updated_date", TZ, nullable=False),
     sqlite_autoincrement=True,
@@ -141,11 +192,11 @@ sa.Index("ix_tasks_owner_id", tasks.c.owner_id)
 labels = sa.Table(
     "labels",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("id", Int32, primary_key=True),
     sa.Column(
-        "task_id", sa.Integer, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False
+        "task_id", Int32, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False
     ),
-    sa.Column("parent_id", sa.Integer, sa.ForeignKey("labels.id", ondelete="CASCADE")),
+    sa.Column("parent_id", Int32, sa.ForeignKey("labels.id", ondelete="CASCADE")),
     sa.Column("name", sa.String(64), nullable=False),
     sa.Column("color", sa.String(8), nullable=False, server_default=""),
     sa.Column("type", sa.String(32), nullable=False, server_default="any"),
@@ -160,17 +211,17 @@ sa.Index("ix_labels_task_id", labels.c.task_id)
 images = sa.Table(
     "images",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("id", Int32, primary_key=True),
     sa.Column(
-        "data_id", sa.Integer, sa.ForeignKey("data.id", ondelete="CASCADE"), nullable=False
+        "data_id", Int32, sa.ForeignKey("data.id", ondelete="CASCADE"), nullable=False
     ),
-    sa.Column("frame", sa.Integer, nullable=False),
+    sa.Column("frame", Int32, nullable=False),
     #: Path relative to ``data.root`` (forward slashes), as meta's ``name`` reports it.
     sa.Column("path", sa.Text, nullable=False),
     #: Width and height after EXIF orientation.
-    sa.Column("width", sa.Integer, nullable=False),
-    sa.Column("height", sa.Integer, nullable=False),
-    sa.Column("orientation", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("width", Int32, nullable=False),
+    sa.Column("height", Int32, nullable=False),
+    sa.Column("orientation", Int32, nullable=False, server_default="1"),
     sa.Column("format", sa.String(16), nullable=False, server_default=""),
     sa.Column("mode", sa.String(16), nullable=False, server_default=""),
     sa.UniqueConstraint("data_id", "frame"),
@@ -181,12 +232,12 @@ images = sa.Table(
 related_files = sa.Table(
     "related_files",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("id", Int32, primary_key=True),
     sa.Column(
-        "data_id", sa.Integer, sa.ForeignKey("data.id", ondelete="CASCADE"), nullable=False
+        "data_id", Int32, sa.ForeignKey("data.id", ondelete="CASCADE"), nullable=False
     ),
     sa.Column(
-        "image_id", sa.Integer, sa.ForeignKey("images.id", ondelete="CASCADE"), nullable=False
+        "image_id", Int32, sa.ForeignKey("images.id", ondelete="CASCADE"), nullable=False
     ),
     sa.Column("path", sa.Text, nullable=False),
     sqlite_autoincrement=True,
@@ -197,27 +248,27 @@ sa.Index("ix_related_files_image_id", related_files.c.image_id)
 videos = sa.Table(
     "videos",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("id", Int32, primary_key=True),
     sa.Column(
         "data_id",
-        sa.Integer,
+        Int32,
         sa.ForeignKey("data.id", ondelete="CASCADE"),
         nullable=False,
         unique=True,
     ),
     sa.Column("path", sa.Text, nullable=False),
     sa.Column("file_size", sa.BigInteger, nullable=False),
-    sa.Column("frame_count", sa.Integer, nullable=False),
+    sa.Column("frame_count", Int32, nullable=False),
     #: Display size (after rotation).
-    sa.Column("width", sa.Integer, nullable=False),
-    sa.Column("height", sa.Integer, nullable=False),
+    sa.Column("width", Int32, nullable=False),
+    sa.Column("height", Int32, nullable=False),
     sa.Column("fps", sa.Float, nullable=False),
-    sa.Column("rotation", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("rotation", Int32, nullable=False, server_default="0"),
     sa.Column("codec", sa.String(32), nullable=False),
     sa.Column("pix_fmt", sa.String(32), nullable=False, server_default=""),
-    sa.Column("stream_index", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("time_base_num", sa.Integer, nullable=False),
-    sa.Column("time_base_den", sa.Integer, nullable=False),
+    sa.Column("stream_index", Int32, nullable=False, server_default="0"),
+    sa.Column("time_base_num", Int32, nullable=False),
+    sa.Column("time_base_den", Int32, nullable=False),
     #: The serialized ``media.probe.VideoIndex`` (frame pts and keyframe positions).
     sa.Column("index_blob", sa.LargeBinary, nullable=False),
     #: How the index was trusted: "demux" or "decode-verified".
@@ -229,12 +280,12 @@ videos = sa.Table(
 segments = sa.Table(
     "segments",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("id", Int32, primary_key=True),
     sa.Column(
-        "task_id", sa.Integer, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False
+        "task_id", Int32, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False
     ),
-    sa.Column("start_frame", sa.Integer, nullable=False),
-    sa.Column("stop_frame", sa.Integer, nullable=False),
+    sa.Column("start_frame", Int32, nullable=False),
+    sa.Column("stop_frame", Int32, nullable=False),
     sa.Column("type", sa.String(32), nullable=False, server_default="range"),
     sa.Column("frames", sa.JSON, nullable=True),
     sa.Column("chunks_updated_date", TZ, nullable=False),
@@ -245,19 +296,19 @@ sa.Index("ix_segments_task_id", segments.c.task_id)
 jobs = sa.Table(
     "jobs",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("id", Int32, primary_key=True),
     sa.Column(
         "segment_id",
-        sa.Integer,
+        Int32,
         sa.ForeignKey("segments.id", ondelete="CASCADE"),
         nullable=False,
     ),
     sa.Column(
-        "task_id", sa.Integer, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False
+        "task_id", Int32, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False
     ),
     sa.Column("type", sa.String(32), nullable=False, server_default="annotation"),
-    sa.Column("parent_job_id", sa.Integer, sa.ForeignKey("jobs.id", ondelete="CASCADE")),
-    sa.Column("assignee_id", sa.Integer, sa.ForeignKey("users.id", ondelete="SET NULL")),
+    sa.Column("parent_job_id", Int32, sa.ForeignKey("jobs.id", ondelete="CASCADE")),
+    sa.Column("assignee_id", Int32, sa.ForeignKey("users.id", ondelete="SET NULL")),
     sa.Column("assignee_updated_date", TZ, nullable=True),
     sa.Column("stage", sa.String(32), nullable=False, server_default="annotation"),
     sa.Column("state", sa.String(32), nullable=False, server_default="new"),
@@ -274,14 +325,14 @@ upload_files = sa.Table(
     metadata,
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column(
-        "task_id", sa.Integer, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False
+        "task_id", Int32, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False
     ),
-    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="SET NULL")),
+    sa.Column("user_id", Int32, sa.ForeignKey("users.id", ondelete="SET NULL")),
     #: Basename given by the client (multipart part filename or TUS metadata).
     sa.Column("filename", sa.Text, nullable=False),
     #: "multipart" or "tus"; multipart files come first in the task, as in CVAT.
     sa.Column("kind", sa.String(16), nullable=False),
-    sa.Column("ordinal", sa.Integer, nullable=False),
+    sa.Column("ordinal", Int32, nullable=False),
     sa.Column("length", sa.BigInteger, nullable=False),
     sa.Column("offset", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("created", TZ, nullable=False),
@@ -298,14 +349,14 @@ requests = sa.Table(
     sa.Column("progress", sa.Float, nullable=True),
     sa.Column("operation_type", sa.String(64), nullable=False),
     sa.Column("target", sa.String(32), nullable=False),
-    sa.Column("task_id", sa.Integer, nullable=True),
-    sa.Column("job_id", sa.Integer, nullable=True),
-    sa.Column("owner_id", sa.Integer, sa.ForeignKey("users.id", ondelete="SET NULL")),
+    sa.Column("task_id", Int32, nullable=True),
+    sa.Column("job_id", Int32, nullable=True),
+    sa.Column("owner_id", Int32, sa.ForeignKey("users.id", ondelete="SET NULL")),
     sa.Column("created_date", TZ, nullable=False),
     sa.Column("started_date", TZ, nullable=True),
     sa.Column("finished_date", TZ, nullable=True),
     sa.Column("expiry_date", TZ, nullable=True),
-    sa.Column("result_id", sa.Integer, nullable=True),
+    sa.Column("result_id", Int32, nullable=True),
     sa.Column("result_url", sa.Text, nullable=True),
 )
 
@@ -321,24 +372,24 @@ job_annotation_versions = sa.Table(
     "job_annotation_versions",
     metadata,
     sa.Column(
-        "job_id", sa.Integer, sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+        "job_id", Int32, sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
     ),
-    sa.Column("version", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("version", Int32, nullable=False, server_default="0"),
 )
 
 
 def _annotation_columns() -> list[sa.Column[object]]:
     return [
-        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("id", Int32, primary_key=True),
         sa.Column(
-            "job_id", sa.Integer, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
+            "job_id", Int32, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
         ),
         sa.Column(
-            "label_id", sa.Integer, sa.ForeignKey("labels.id", ondelete="CASCADE"),
+            "label_id", Int32, sa.ForeignKey("labels.id", ondelete="CASCADE"),
             nullable=False,
         ),
-        sa.Column("frame", sa.Integer, nullable=False),
-        sa.Column("group", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("frame", Int32, nullable=False),
+        sa.Column("group", Int32, nullable=False, server_default="0"),
         sa.Column("source", sa.String(16), nullable=False, server_default="manual"),
     ]
 
@@ -348,7 +399,7 @@ def _geometry_columns() -> list[sa.Column[object]]:
         sa.Column("type", sa.String(16), nullable=False),
         sa.Column("occluded", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Column("outside", sa.Boolean, nullable=False, server_default=sa.false()),
-        sa.Column("z_order", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("z_order", Int32, nullable=False, server_default="0"),
         sa.Column("rotation", sa.Float, nullable=False, server_default="0"),
         #: A JSON list of floats.
         sa.Column("points", sa.JSON, nullable=False),
@@ -365,7 +416,7 @@ labeled_shapes = sa.Table(
     "labeled_shapes",
     metadata,
     *_annotation_columns(),
-    sa.Column("parent_id", sa.Integer, sa.ForeignKey("labeled_shapes.id", ondelete="CASCADE")),
+    sa.Column("parent_id", Int32, sa.ForeignKey("labeled_shapes.id", ondelete="CASCADE")),
     *_geometry_columns(),
     sa.Column("score", sa.Float, nullable=False, server_default="1"),
     sqlite_autoincrement=True,
@@ -378,11 +429,11 @@ labeled_tracks = sa.Table(
     "labeled_tracks",
     metadata,
     *_annotation_columns(),
-    sa.Column("parent_id", sa.Integer, sa.ForeignKey("labeled_tracks.id", ondelete="CASCADE")),
+    sa.Column("parent_id", Int32, sa.ForeignKey("labeled_tracks.id", ondelete="CASCADE")),
     #: The track in an earlier job this one continues (a task-level track cut at a job
     #: border).  Deliberately not a foreign key: a job-level update deletes and re-inserts
     #: a track under the same id, and the link must survive that.
-    sa.Column("continues_id", sa.Integer, nullable=True),
+    sa.Column("continues_id", Int32, nullable=True),
     sqlite_autoincrement=True,
 )
 sa.Index("ix_labeled_tracks_job_id", labeled_tracks.c.job_id)
@@ -392,15 +443,15 @@ sa.Index("ix_labeled_tracks_parent_id", labeled_tracks.c.parent_id)
 tracked_shapes = sa.Table(
     "tracked_shapes",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("id", Int32, primary_key=True),
     sa.Column(
-        "job_id", sa.Integer, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
+        "job_id", Int32, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
     ),
     sa.Column(
-        "track_id", sa.Integer, sa.ForeignKey("labeled_tracks.id", ondelete="CASCADE"),
+        "track_id", Int32, sa.ForeignKey("labeled_tracks.id", ondelete="CASCADE"),
         nullable=False,
     ),
-    sa.Column("frame", sa.Integer, nullable=False),
+    sa.Column("frame", Int32, nullable=False),
     *_geometry_columns(),
     #: Interpolated at a job border by a task-level write (left out of the task view).
     sa.Column("synthetic", sa.Boolean, nullable=False, server_default=sa.false()),
@@ -414,18 +465,18 @@ sa.Index("ix_tracked_shapes_track_id", tracked_shapes.c.track_id)
 annotation_attributes = sa.Table(
     "annotation_attributes",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("id", Int32, primary_key=True),
     sa.Column(
-        "job_id", sa.Integer, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
+        "job_id", Int32, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
     ),
-    sa.Column("tag_id", sa.Integer, sa.ForeignKey("labeled_tags.id", ondelete="CASCADE")),
-    sa.Column("shape_id", sa.Integer, sa.ForeignKey("labeled_shapes.id", ondelete="CASCADE")),
-    sa.Column("track_id", sa.Integer, sa.ForeignKey("labeled_tracks.id", ondelete="CASCADE")),
+    sa.Column("tag_id", Int32, sa.ForeignKey("labeled_tags.id", ondelete="CASCADE")),
+    sa.Column("shape_id", Int32, sa.ForeignKey("labeled_shapes.id", ondelete="CASCADE")),
+    sa.Column("track_id", Int32, sa.ForeignKey("labeled_tracks.id", ondelete="CASCADE")),
     sa.Column(
-        "tracked_shape_id", sa.Integer,
+        "tracked_shape_id", Int32,
         sa.ForeignKey("tracked_shapes.id", ondelete="CASCADE"),
     ),
-    sa.Column("spec_id", sa.Integer, nullable=False),
+    sa.Column("spec_id", Int32, nullable=False),
     sa.Column("value", sa.String(4096), nullable=False),
     sa.CheckConstraint(
         " + ".join(
