@@ -1,11 +1,15 @@
 """What a client sends must not decide whether the store can answer: the same 4xx on
 SQLite and on PostgreSQL, never a database error.
 
-SQLite takes any integer up to 64 bits; PostgreSQL's ``INTEGER`` columns hold 32 bits,
-and its drivers fail (a 500) when asked to compare with, or store, anything else.  So
-ids and numbers beyond 32 bits are compared like any other number (no such row: a 404,
-an empty list, a 400 where the body names something that does not exist), and a number
-a 32-bit column would have to store is a 400 naming the field.
+SQLite takes any integer up to 64 bits and any text; PostgreSQL's ``INTEGER`` columns
+hold 32 bits and its text no NUL character, and its drivers fail (a 500) when asked to
+compare with, or store, anything else.  So:
+
+* ids and numbers beyond 32 bits are compared like any other number (no such row: a
+  404, an empty list, a 400 where the body names something that does not exist), and a
+  number a 32-bit column would have to store is a 400 naming the field;
+* text with NUL is a 400 ("Null characters are not allowed.", DRF's message) in bodies
+  and list parameters, and simply matches no credentials in authentication.
 
 These run against whichever store the suite uses (``make test-postgres`` for
 PostgreSQL), through the real server.
@@ -27,6 +31,8 @@ from PIL import Image
 
 BIG = 3_000_000_000  # beyond a 32-bit INTEGER
 HUGE = 10**30  # beyond any SQL integer
+NUL = "a\x00b"
+NUL_MESSAGE = "Null characters are not allowed."
 
 
 @dataclass
@@ -192,3 +198,79 @@ def test_references_beyond_32_bits_do_not_exist(server: LiveServer, setup: Setup
         "frames": [0]})
     assert reply.status in (400, 404), reply.raw
     assert api(server, "PATCH", f"/api/jobs/{setup.job_id}", {"assignee": BIG}).status == 400
+
+
+# --- NUL characters ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": NUL}, "name"),
+        ({"name": "t", "subset": NUL}, "subset"),
+        ({"name": "t", "bug_tracker": "http://x/" + NUL}, "bug_tracker"),
+    ],
+)
+def test_task_text_with_nul_is_400(server: LiveServer, body: dict[str, Any], field: str) -> None:
+    reply = api(server, "POST", "/api/tasks", body)
+    assert reply.status == 400, reply.raw
+    assert reply.json == {field: [NUL_MESSAGE]}
+
+
+def test_label_and_annotation_text_with_nul_is_400(server: LiveServer, setup: Setup) -> None:
+    reply = api(server, "POST", "/api/tasks", {"name": "t", "labels": [{"name": NUL}]})
+    assert reply.status == 400 and reply.json == {"labels": [{"name": [NUL_MESSAGE]}]}
+    reply = api(server, "PATCH", f"/api/labels/{setup.label_id}", {"name": NUL})
+    assert reply.status == 400 and reply.json == {"name": [NUL_MESSAGE]}
+    shape = _shape(setup, attributes=[{"spec_id": setup.spec_id, "value": NUL}])
+    reply = api(server, "PUT", f"/api/jobs/{setup.job_id}/annotations", {"shapes": [shape]})
+    assert reply.status == 400
+    assert reply.json == {"shapes": [{"attributes": [{"value": [NUL_MESSAGE]}]}]}
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        f"/api/tasks?search={quote(NUL)}",
+        f"/api/users?search={quote(NUL)}",
+        f"/api/jobs?search={quote(NUL)}",
+        f"/api/tasks?name={quote(NUL)}",
+        f"/api/jobs?filter={_filter({'==': [{'var': 'task_name'}, NUL]})}",
+        f"/api/jobs?filter={_filter({'in': [NUL, {'var': 'task_name'}]})}",
+        f"/api/jobs?filter={_filter({'in': [{'var': 'state'}, ['new', NUL]]})}",
+        f"/api/requests?action={quote(NUL)}",
+        f"/api/requests/{quote(NUL)}",
+    ],
+)
+def test_list_parameters_with_nul_are_400(server: LiveServer, query: str) -> None:
+    reply = api(server, "GET", query)
+    assert reply.status == 400, reply.raw
+
+
+def test_credentials_with_nul_match_nobody(server: LiveServer) -> None:
+    # A raw NUL never gets through the HTTP parser; inside Basic's base64 it does.
+    assert call(server, "GET", "/api/users/self", headers=basic(NUL, "x")).status == 401
+    assert call(server, "GET", "/api/users/self",
+                headers=basic(f"{NUL}@example.com", "x")).status == 401
+    login = call(server, "POST", "/api/auth/login", body={"username": NUL, "password": "x"})
+    assert login.status == 400
+    register = call(server, "POST", "/api/auth/register", body={
+        "username": "portable", "email": "a\x00@example.com",
+        "password1": "pass-Word-123", "password2": "pass-Word-123"})
+    assert register.status == 400 and register.json == {"email": [NUL_MESSAGE]}
+
+
+# --- text comparisons -------------------------------------------------------------------
+
+
+def test_request_action_filter_is_exact(server: LiveServer, setup: Setup) -> None:
+    """``action`` matches the operation's first part exactly, on every backend (SQLite's
+    LIKE ignores case; ``%`` and ``_`` must not be wildcards)."""
+    def tasks_of(action: str) -> set[int | None]:
+        reply = api(server, "GET", f"/api/requests?page_size=1000&action={quote(action)}")
+        assert reply.status == 200, reply.raw
+        return {r["operation"]["task_id"] for r in reply.json["results"]}
+
+    assert setup.task_id in tasks_of("create")
+    for other in ("CREATE", "creat%", "c_eate", "%", "create:task"):
+        assert setup.task_id not in tasks_of(other), other

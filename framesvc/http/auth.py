@@ -385,6 +385,9 @@ def _string_field(
         errors[name] = ["Not a valid string."]
         return ""
     text = str(value).strip() if strip else str(value)
+    if "\x00" in text:  # DRF's ProhibitNullCharactersValidator; no database holds such text
+        errors[name] = ["Null characters are not allowed."]
+        return ""
     if not text:
         if not allow_blank:
             errors[name] = ["This field may not be blank."]

@@ -6,9 +6,11 @@ import logging
 import time
 import uuid
 
+import sqlalchemy as sa
 from aiohttp import web
 
 from framesvc.http.errors import ApiError, json_response
+from framesvc.store.schema import NUL_MESSAGE, NulCharacterError
 
 log = logging.getLogger("framesvc.access")
 errlog = logging.getLogger("framesvc.error")
@@ -38,10 +40,14 @@ async def request_context(request: web.Request, handler):  # type: ignore[no-unt
                 )
             else:
                 raise
-        except Exception:
-            errlog.exception("unhandled error in %s %s [%s]", request.method, request.path,
-                             request_id)
-            response = json_response({"detail": "Internal server error."}, status=500)
+        except Exception as exc:
+            if isinstance(exc, sa.exc.StatementError) and isinstance(exc.orig, NulCharacterError):
+                # Text no database row can hold (store/schema.py: String), on every backend.
+                response = json_response([NUL_MESSAGE], status=400)
+            else:
+                errlog.exception("unhandled error in %s %s [%s]", request.method, request.path,
+                                 request_id)
+                response = json_response({"detail": "Internal server error."}, status=500)
         status = response.status
         response.headers["X-Request-Id"] = request_id
         size = response.content_length or 0

@@ -25,7 +25,7 @@ from framesvc.http.errors import json_response, not_found
 from framesvc.http.pagination import paginate
 from framesvc.openapi import models
 from framesvc.openapi.operations import cvat_json, errors, operation, paginated
-from framesvc.store.schema import requests, users
+from framesvc.store.schema import String, requests, users
 
 RUNNER = "background"
 
@@ -115,7 +115,11 @@ async def list_requests(request: web.Request) -> web.Response:
     if "target" in q:
         query = query.where(requests.c.target == q["target"])
     if "action" in q:
-        query = query.where(requests.c.operation_type.like(f"{q['action']}:%"))
+        # An exact, case-sensitive prefix on every backend (SQLite's LIKE ignores case,
+        # PostgreSQL's does not, and "%" or "_" in the value would be wildcards).
+        prefix = f"{q['action']}:"
+        query = query.where(sa.func.substr(requests.c.operation_type, 1, len(prefix),
+                                           type_=String()) == prefix)
     if "task_id" in q:
         try:
             query = query.where(requests.c.task_id == int(q["task_id"]))

@@ -298,6 +298,9 @@ def char_field(
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise Invalid(["Not a valid string."])
     text = str(value).strip()
+    if "\x00" in text:
+        # DRF's ProhibitNullCharactersValidator; no database can hold such text anyway.
+        raise Invalid(["Null characters are not allowed."])
     if not text and not allow_blank:
         raise Invalid(["This field may not be blank."])
     if max_length is not None and len(text) > max_length:

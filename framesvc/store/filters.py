@@ -128,6 +128,9 @@ def coerce(expr: sa.ColumnElement[Any], value: Any) -> Any:
     if kind is str:
         if isinstance(value, (dict, list, bool)):
             raise ValueError(value)
+        if "\x00" in str(value):
+            # No stored text has one (store/schema.py: String); PostgreSQL cannot compare it.
+            raise ValueError(value)
         return str(value)
     return value
 
@@ -259,8 +262,11 @@ class _Translator:
             raise _error(f"'{name}' does not support substring search")
         if isinstance(haystack, bool) or not isinstance(haystack, (str, int)):
             raise _error(f"'in' needs a text to look for in '{name}'")
+        needle_text = str(haystack)
+        if "\x00" in needle_text:
+            raise _error(f"{json.dumps(needle_text)} is not a valid text to look for")
         text = sa.func.lower(sa.cast(expr, sa.String))
-        return _two_valued(text.contains(str(haystack).lower(), autoescape=True))
+        return _two_valued(text.contains(needle_text.lower(), autoescape=True))
 
 
 def parse_filter(raw: str) -> Any:

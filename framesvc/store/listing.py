@@ -27,6 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from framesvc.store.filters import Aliases, ListQueryError, coerce, json_logic_where
+from framesvc.store.schema import NUL_MESSAGE
 
 __all__ = ["ListFields", "ListQueryError", "apply_list_query", "simple_value"]
 
@@ -97,6 +98,8 @@ def _search(fields: ListFields, raw: str) -> sa.ColumnElement[bool] | None:
     terms = [t for t in _SEARCH_SPLIT.split(raw) if t]
     if not terms:
         return None
+    if "\x00" in raw:  # PostgreSQL cannot compare such text (store/schema.py: String)
+        raise ListQueryError({"search": [NUL_MESSAGE]})
     per_term = []
     for term in terms:
         pattern = "%" + term.lower().replace("\\", "\\\\").replace("%", "\\%").replace(

@@ -15,6 +15,49 @@ from typing import Any
 
 import sqlalchemy as sa
 
+#: DRF's message for text with NUL characters (its ``ProhibitNullCharactersValidator``).
+NUL_MESSAGE = "Null characters are not allowed."
+
+
+class NulCharacterError(ValueError):
+    """Text with U+0000 was about to reach the database (see :class:`String`)."""
+
+
+def has_nul(*values: object) -> bool:
+    """True if any of ``values`` is text with a NUL character (it can match no stored row)."""
+    return any(isinstance(v, str) and "\x00" in v for v in values)
+
+
+class String(sa.TypeDecorator[str]):
+    """``VARCHAR`` that refuses text with NUL characters on every backend.
+
+    PostgreSQL can neither store nor compare such text (the driver fails: a 500), while
+    SQLite stores it happily - a store that could not be moved to PostgreSQL.  So the
+    rule is the same everywhere: binding such a value raises :class:`NulCharacterError`
+    (wrapped by SQLAlchemy in ``StatementError``), which the API answers with a 400.
+    Request fields are checked before this (``http.serializers.char_field``); this is
+    the net under every other path.
+    """
+
+    impl = sa.String
+    cache_ok = True
+
+    @property
+    def python_type(self) -> type[str]:
+        return str
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
+        if has_nul(value):
+            raise NulCharacterError(NUL_MESSAGE)
+        return value
+
+
+class Text(String):
+    """``TEXT`` with :class:`String`'s rule."""
+
+    impl = sa.Text
+
+
 metadata = sa.MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -80,11 +123,11 @@ users = sa.Table(
     "users",
     metadata,
     sa.Column("id", Int32, primary_key=True),
-    sa.Column("username", sa.String(150), nullable=False, unique=True),
-    sa.Column("email", sa.String(254), nullable=False, server_default=""),
-    sa.Column("first_name", sa.String(150), nullable=False, server_default=""),
-    sa.Column("last_name", sa.String(150), nullable=False, server_default=""),
-    sa.Column("password_hash", sa.String(255), nullable=False),
+    sa.Column("username", String(150), nullable=False, unique=True),
+    sa.Column("email", String(254), nullable=False, server_default=""),
+    sa.Column("first_name", String(150), nullable=False, server_default=""),
+    sa.Column("last_name", String(150), nullable=False, server_default=""),
+    sa.Column("password_hash", String(255), nullable=False),
     sa.Column("is_superuser", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("date_joined", TZ, nullable=False),
@@ -97,7 +140,7 @@ sa.Index("ix_users_email", users.c.email)
 auth_tokens = sa.Table(
     "auth_tokens",
     metadata,
-    sa.Column("key", sa.String(40), primary_key=True),
+    sa.Column("key", String(40), primary_key=True),
     sa.Column(
         "user_id", Int32, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
     ),
@@ -108,11 +151,11 @@ auth_tokens = sa.Table(
 sessions = sa.Table(
     "sessions",
     metadata,
-    sa.Column("session_key", sa.String(64), primary_key=True),
+    sa.Column("session_key", String(64), primary_key=True),
     sa.Column(
         "user_id", Int32, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
     ),
-    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("csrf_token", String(64), nullable=False),
     sa.Column("created", TZ, nullable=False),
     sa.Column("expires", TZ, nullable=False),
 )
@@ -125,8 +168,8 @@ access_tokens = sa.Table(
     sa.Column(
         "user_id", Int32, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
     ),
-    sa.Column("name", sa.String(255), nullable=False, server_default=""),
-    sa.Column("digest", sa.String(64), nullable=False, unique=True),
+    sa.Column("name", String(255), nullable=False, server_default=""),
+    sa.Column("digest", String(64), nullable=False, unique=True),
     sa.Column("created", TZ, nullable=False),
     sa.Column("expires", TZ, nullable=True),
     sa.Column("last_used", TZ, nullable=True),
@@ -143,16 +186,16 @@ data = sa.Table(
     sa.Column("image_quality", Int32, nullable=False),
     sa.Column("start_frame", Int32, nullable=False, server_default="0"),
     sa.Column("stop_frame", Int32, nullable=False, server_default="0"),
-    sa.Column("frame_filter", sa.String(256), nullable=False, server_default=""),
-    sa.Column("compressed_chunk_type", sa.String(32), nullable=False),
-    sa.Column("original_chunk_type", sa.String(32), nullable=False),
-    sa.Column("storage_method", sa.String(16), nullable=False, server_default="cache"),
+    sa.Column("frame_filter", String(256), nullable=False, server_default=""),
+    sa.Column("compressed_chunk_type", String(32), nullable=False),
+    sa.Column("original_chunk_type", String(32), nullable=False),
+    sa.Column("storage_method", String(16), nullable=False, server_default="cache"),
     #: "local" (copied under the data dir) or "share" (read in place from the share root).
-    sa.Column("storage", sa.String(16), nullable=False, server_default="local"),
-    sa.Column("sorting_method", sa.String(32), nullable=False),
-    sa.Column("media_type", sa.String(16), nullable=False),
+    sa.Column("storage", String(16), nullable=False, server_default="local"),
+    sa.Column("sorting_method", String(32), nullable=False),
+    sa.Column("media_type", String(16), nullable=False),
     #: Directory that image/video paths are relative to.
-    sa.Column("root", sa.Text, nullable=False),
+    sa.Column("root", Text, nullable=False),
     #: Bumped whenever served media may change; part of every media cache key.
     sa.Column("version", Int32, nullable=False, server_default="1"),
     sa.Column("deleted_frames", sa.JSON, nullable=False),
@@ -164,20 +207,20 @@ tasks = sa.Table(
     "tasks",
     metadata,
     sa.Column("id", Int32, primary_key=True),
-    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("name", String(256), nullable=False),
     sa.Column("owner_id", Int32, sa.ForeignKey("users.id", ondelete="SET NULL")),
     sa.Column("assignee_id", Int32, sa.ForeignKey("users.id", ondelete="SET NULL")),
     sa.Column("assignee_updated_date", TZ, nullable=True),
     sa.Column("project_id", Int32, nullable=True),
-    sa.Column("bug_tracker", sa.String(2000), nullable=False, server_default=""),
-    sa.Column("subset", sa.String(64), nullable=False, server_default=""),
+    sa.Column("bug_tracker", String(2000), nullable=False, server_default=""),
+    sa.Column("subset", String(64), nullable=False, server_default=""),
     sa.Column("overlap", Int32, nullable=True),
     sa.Column("segment_size", Int32, nullable=False, server_default="0"),
     sa.Column("consensus_replicas", Int32, nullable=False, server_default="0"),
     #: "annotation" | "interpolation" once media is attached; "" before.
-    sa.Column("mode", sa.String(32), nullable=False, server_default=""),
-    sa.Column("dimension", sa.String(2), nullable=False, server_default="2d"),
-    sa.Column("status", sa.String(32), nullable=False, server_default="annotation"),
+    sa.Column("mode", String(32), nullable=False, server_default=""),
+    sa.Column("dimension", String(2), nullable=False, server_default="2d"),
+    sa.Column("status", String(32), nullable=False, server_default="annotation"),
     sa.Column("data_id", Int32, sa.ForeignKey("data.id", ondelete="SET NULL")),
     sa.Column("source_storage", sa.JSON, nullable=True),
     sa.Column("target_storage", sa.JSON, nullable=True),
@@ -197,10 +240,10 @@ labels = sa.Table(
         "task_id", Int32, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False
     ),
     sa.Column("parent_id", Int32, sa.ForeignKey("labels.id", ondelete="CASCADE")),
-    sa.Column("name", sa.String(64), nullable=False),
-    sa.Column("color", sa.String(8), nullable=False, server_default=""),
-    sa.Column("type", sa.String(32), nullable=False, server_default="any"),
-    sa.Column("svg", sa.Text, nullable=False, server_default=""),
+    sa.Column("name", String(64), nullable=False),
+    sa.Column("color", String(8), nullable=False, server_default=""),
+    sa.Column("type", String(32), nullable=False, server_default="any"),
+    sa.Column("svg", Text, nullable=False, server_default=""),
     #: List of CVAT attribute specs (id, name, mutable, input_type, default_value, values).
     sa.Column("attributes", sa.JSON, nullable=False),
     sqlite_autoincrement=True,
@@ -217,13 +260,13 @@ images = sa.Table(
     ),
     sa.Column("frame", Int32, nullable=False),
     #: Path relative to ``data.root`` (forward slashes), as meta's ``name`` reports it.
-    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("path", Text, nullable=False),
     #: Width and height after EXIF orientation.
     sa.Column("width", Int32, nullable=False),
     sa.Column("height", Int32, nullable=False),
     sa.Column("orientation", Int32, nullable=False, server_default="1"),
-    sa.Column("format", sa.String(16), nullable=False, server_default=""),
-    sa.Column("mode", sa.String(16), nullable=False, server_default=""),
+    sa.Column("format", String(16), nullable=False, server_default=""),
+    sa.Column("mode", String(16), nullable=False, server_default=""),
     sa.UniqueConstraint("data_id", "frame"),
     sqlite_autoincrement=True,
 )
@@ -239,7 +282,7 @@ related_files = sa.Table(
     sa.Column(
         "image_id", Int32, sa.ForeignKey("images.id", ondelete="CASCADE"), nullable=False
     ),
-    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("path", Text, nullable=False),
     sqlite_autoincrement=True,
 )
 sa.Index("ix_related_files_image_id", related_files.c.image_id)
@@ -256,7 +299,7 @@ videos = sa.Table(
         nullable=False,
         unique=True,
     ),
-    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("path", Text, nullable=False),
     sa.Column("file_size", sa.BigInteger, nullable=False),
     sa.Column("frame_count", Int32, nullable=False),
     #: Display size (after rotation).
@@ -264,15 +307,15 @@ videos = sa.Table(
     sa.Column("height", Int32, nullable=False),
     sa.Column("fps", sa.Float, nullable=False),
     sa.Column("rotation", Int32, nullable=False, server_default="0"),
-    sa.Column("codec", sa.String(32), nullable=False),
-    sa.Column("pix_fmt", sa.String(32), nullable=False, server_default=""),
+    sa.Column("codec", String(32), nullable=False),
+    sa.Column("pix_fmt", String(32), nullable=False, server_default=""),
     sa.Column("stream_index", Int32, nullable=False, server_default="0"),
     sa.Column("time_base_num", Int32, nullable=False),
     sa.Column("time_base_den", Int32, nullable=False),
     #: The serialized ``media.probe.VideoIndex`` (frame pts and keyframe positions).
     sa.Column("index_blob", sa.LargeBinary, nullable=False),
     #: How the index was trusted: "demux" or "decode-verified".
-    sa.Column("index_method", sa.String(32), nullable=False),
+    sa.Column("index_method", String(32), nullable=False),
     sqlite_autoincrement=True,
 )
 
@@ -286,7 +329,7 @@ segments = sa.Table(
     ),
     sa.Column("start_frame", Int32, nullable=False),
     sa.Column("stop_frame", Int32, nullable=False),
-    sa.Column("type", sa.String(32), nullable=False, server_default="range"),
+    sa.Column("type", String(32), nullable=False, server_default="range"),
     sa.Column("frames", sa.JSON, nullable=True),
     sa.Column("chunks_updated_date", TZ, nullable=False),
     sqlite_autoincrement=True,
@@ -306,12 +349,12 @@ jobs = sa.Table(
     sa.Column(
         "task_id", Int32, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False
     ),
-    sa.Column("type", sa.String(32), nullable=False, server_default="annotation"),
+    sa.Column("type", String(32), nullable=False, server_default="annotation"),
     sa.Column("parent_job_id", Int32, sa.ForeignKey("jobs.id", ondelete="CASCADE")),
     sa.Column("assignee_id", Int32, sa.ForeignKey("users.id", ondelete="SET NULL")),
     sa.Column("assignee_updated_date", TZ, nullable=True),
-    sa.Column("stage", sa.String(32), nullable=False, server_default="annotation"),
-    sa.Column("state", sa.String(32), nullable=False, server_default="new"),
+    sa.Column("stage", String(32), nullable=False, server_default="annotation"),
+    sa.Column("state", String(32), nullable=False, server_default="new"),
     sa.Column("created_date", TZ, nullable=False),
     sa.Column("updated_date", TZ, nullable=False),
     sqlite_autoincrement=True,
@@ -323,15 +366,15 @@ sa.Index("ix_jobs_assignee_id", jobs.c.assignee_id)
 upload_files = sa.Table(
     "upload_files",
     metadata,
-    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("id", String(36), primary_key=True),
     sa.Column(
         "task_id", Int32, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False
     ),
     sa.Column("user_id", Int32, sa.ForeignKey("users.id", ondelete="SET NULL")),
     #: Basename given by the client (multipart part filename or TUS metadata).
-    sa.Column("filename", sa.Text, nullable=False),
+    sa.Column("filename", Text, nullable=False),
     #: "multipart" or "tus"; multipart files come first in the task, as in CVAT.
-    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("kind", String(16), nullable=False),
     sa.Column("ordinal", Int32, nullable=False),
     sa.Column("length", sa.BigInteger, nullable=False),
     sa.Column("offset", sa.BigInteger, nullable=False, server_default="0"),
@@ -343,12 +386,12 @@ sa.Index("ix_upload_files_task_id", upload_files.c.task_id)
 requests = sa.Table(
     "requests",
     metadata,
-    sa.Column("id", sa.String(512), primary_key=True),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("message", sa.Text, nullable=False, server_default=""),
+    sa.Column("id", String(512), primary_key=True),
+    sa.Column("status", String(16), nullable=False),
+    sa.Column("message", Text, nullable=False, server_default=""),
     sa.Column("progress", sa.Float, nullable=True),
-    sa.Column("operation_type", sa.String(64), nullable=False),
-    sa.Column("target", sa.String(32), nullable=False),
+    sa.Column("operation_type", String(64), nullable=False),
+    sa.Column("target", String(32), nullable=False),
     sa.Column("task_id", Int32, nullable=True),
     sa.Column("job_id", Int32, nullable=True),
     sa.Column("owner_id", Int32, sa.ForeignKey("users.id", ondelete="SET NULL")),
@@ -357,7 +400,7 @@ requests = sa.Table(
     sa.Column("finished_date", TZ, nullable=True),
     sa.Column("expiry_date", TZ, nullable=True),
     sa.Column("result_id", Int32, nullable=True),
-    sa.Column("result_url", sa.Text, nullable=True),
+    sa.Column("result_url", Text, nullable=True),
 )
 
 # Annotations (revision 0002) -------------------------------------------------------------
@@ -390,13 +433,13 @@ def _annotation_columns() -> list[sa.Column[object]]:
         ),
         sa.Column("frame", Int32, nullable=False),
         sa.Column("group", Int32, nullable=False, server_default="0"),
-        sa.Column("source", sa.String(16), nullable=False, server_default="manual"),
+        sa.Column("source", String(16), nullable=False, server_default="manual"),
     ]
 
 
 def _geometry_columns() -> list[sa.Column[object]]:
     return [
-        sa.Column("type", sa.String(16), nullable=False),
+        sa.Column("type", String(16), nullable=False),
         sa.Column("occluded", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Column("outside", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Column("z_order", Int32, nullable=False, server_default="0"),
@@ -477,7 +520,7 @@ annotation_attributes = sa.Table(
         sa.ForeignKey("tracked_shapes.id", ondelete="CASCADE"),
     ),
     sa.Column("spec_id", Int32, nullable=False),
-    sa.Column("value", sa.String(4096), nullable=False),
+    sa.Column("value", String(4096), nullable=False),
     sa.CheckConstraint(
         " + ".join(
             f"(CASE WHEN {c} IS NULL THEN 0 ELSE 1 END)"
