@@ -50,6 +50,7 @@ from framesvc.store.labels import (
     LabelInput,
     LabelNotFound,
     get_label,
+    remove_label,
     update_labels,
 )
 from framesvc.store.listing import ListFields, ListQueryError, apply_list_query
@@ -280,7 +281,7 @@ async def delete_label(request: web.Request) -> web.Response:
     label_id = int_param(request)
     async with services(request).engine.begin() as conn:
         row = await _label_for(conn, user, label_id, write=True)
-        await conn.execute(labels.delete().where(labels.c.id == row.id))
+        await remove_label(conn, row.task_id, row.id)
         await update_task(conn, row.task_id, {})
         await touch_task_jobs(conn, row.task_id)
     return web.Response(status=204)

@@ -6,9 +6,10 @@ each naming its job.  Deleting an object deletes its elements, keyframes and att
 values by ``ON DELETE CASCADE``.
 
 Writes run inside the caller's transaction.  :func:`lock_task` should be its first
-statement: on SQLite that statement takes the database's write lock, so everything the
-write then reads (which ids exist, the current version) cannot change under it; on
-PostgreSQL it locks the task's row, which serialises annotation writes of one task.
+statement (``store/locks.py``): on SQLite that statement takes the database's write lock,
+so everything the write then reads (which ids exist, the current version) cannot change
+under it; on PostgreSQL it locks the task's row, which serialises annotation writes of
+one task (and orders them with label and job deletions).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from framesvc.annotations.model import (
 from framesvc.annotations.validate import LabelInfo, label_infos
 from framesvc.model.frames import FrameSpace, parse_frame_filter
 from framesvc.model.segments import SegmentSpec, segment_frame_set
+from framesvc.store import locks
 from framesvc.store.db import utcnow
 from framesvc.store.schema import (
     annotation_attributes,
@@ -147,10 +149,7 @@ async def bump_versions(conn: AsyncConnection, job_ids: Iterable[int]) -> None:
 
 async def lock_task(conn: AsyncConnection, task_id: int) -> bool:
     """Start the write: lock the task (see the module docstring).  False if it is gone."""
-    result = await conn.execute(
-        tasks.update().where(tasks.c.id == task_id).values(updated_date=tasks.c.updated_date)
-    )
-    return result.rowcount > 0
+    return await locks.lock_task(conn, task_id)
 
 
 # Loading ----------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from framesvc.model.frames import FrameSpace, parse_frame_filter
 from framesvc.model.segments import SegmentSpec, segment_frame_set
+from framesvc.store import locks
 from framesvc.store.db import utcnow
 from framesvc.store.listing import ListFields
 from framesvc.store.schema import data, jobs, segments, tasks, users
@@ -135,15 +136,11 @@ async def lock_task(conn: AsyncConnection, task_id: int) -> bool:
     """Take the task's write lock for the rest of the transaction (CVAT's
     ``select_for_update``) by moving its ``updated_date``; False if there is no task.
 
-    This must be the transaction's first statement: on SQLite it takes the database
-    write lock before anything is read, on PostgreSQL it locks the task row, so two
+    This must be the transaction's first statement (see ``store/locks.py``), so two
     concurrent ground-truth creations for one task run one after the other and the
     second sees the first's job.
     """
-    result = await conn.execute(
-        tasks.update().where(tasks.c.id == task_id).values(updated_date=utcnow())
-    )
-    return result.rowcount > 0
+    return await locks.lock_task(conn, task_id, touch=True)
 
 
 async def ground_truth_count(conn: AsyncConnection, task_id: int) -> int:
@@ -219,8 +216,10 @@ async def delete_job_and_segment(conn: AsyncConnection, job: Any) -> None:
     """Delete a (ground-truth) job and its segment.
 
     The job's annotations go with it through their ``ON DELETE CASCADE`` to ``jobs``;
-    the segment is deleted only if no other job still uses it.
+    the segment is deleted only if no other job still uses it.  Takes the task's lock
+    first (``store/locks.py``): an annotation write to the job may be running.
     """
+    await locks.lock_task(conn, job.task_id)
     await conn.execute(jobs.delete().where(jobs.c.id == job.id))
     still_used = (
         await conn.execute(sa.select(jobs.c.id).where(jobs.c.segment_id == job.segment_id)

@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from framesvc.store.locks import lock_task
 from framesvc.store.schema import labels
 
 #: Attribute ids of label L are L*ATTRIBUTE_ID_BLOCK .. L*ATTRIBUTE_ID_BLOCK+BLOCK-1.
@@ -264,8 +265,10 @@ async def update_labels(
     """Apply a task PATCH's ``labels``: new ones are created, ``id`` ones updated or deleted.
 
     Raises :class:`LabelNotFound` for an id that is not a top-level label of the task
-    and :class:`LabelError` for a request CVAT rejects with 400.
+    and :class:`LabelError` for a request CVAT rejects with 400.  Takes the task's lock
+    first (``store/locks.py``): deleting a label deletes annotations drawn with it.
     """
+    await lock_task(conn, task_id)
     for spec in specs:
         if spec.id is None:
             if spec.deleted:
@@ -299,6 +302,13 @@ async def update_labels(
                                                       spec.attributes)
         if values:
             await conn.execute(labels.update().where(labels.c.id == row.id).values(**values))
+
+
+async def remove_label(conn: AsyncConnection, task_id: int, label_id: int) -> None:
+    """Delete a label of the task (its sublabels and annotations go by cascade), after
+    taking the task's lock (``store/locks.py``)."""
+    await lock_task(conn, task_id)
+    await conn.execute(labels.delete().where(labels.c.id == label_id, labels.c.task_id == task_id))
 
 
 async def get_label(conn: AsyncConnection, label_id: int) -> sa.Row[Any] | None:

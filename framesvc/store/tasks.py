@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from framesvc.store.db import utcnow
 from framesvc.store.jobs import job_status, media_type_expr
 from framesvc.store.listing import ListFields
+from framesvc.store.locks import lock_task
 from framesvc.store.schema import data, images, jobs, related_files, tasks, users, videos
 
 #: Which of a task's two storages; its id is derived from the task id (see storage_json).
@@ -140,8 +141,11 @@ async def delete_task(conn: AsyncConnection, task_id: int) -> bool:
     The data row is referenced *from* the task (``ON DELETE SET NULL``), so it and its
     images, videos and context images are deleted explicitly.  Files on disk are the
     caller's business (they must not be removed inside a DB transaction).
-    Returns False if there was no such task.
+    Returns False if there was no such task.  Takes the task's lock first
+    (``store/locks.py``): annotation or label writes to the task may be running.
     """
+    if not await lock_task(conn, task_id):
+        return False
     data_id = (
         await conn.execute(sa.select(tasks.c.data_id).where(tasks.c.id == task_id))
     ).first()
