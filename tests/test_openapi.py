@@ -52,6 +52,30 @@ def test_every_registered_route_and_nothing_else_is_described(tmp_path: Path) ->
     assert len(routes) > 30
 
 
+def _refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        if "$ref" in node:
+            yield node["$ref"]
+        for value in node.values():
+            yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
+
+
+def test_every_reference_resolves_and_builds_repeat(tmp_path: Path) -> None:
+    """apispec resolves models in place; a second build must not lose them."""
+    documents = [build_schema(make_app(Settings(data_dir=tmp_path / f"d{i}",
+                                                cache_dir=tmp_path / f"c{i}")))
+                 for i in range(2)]
+    assert documents[0] == documents[1]
+    components = documents[0]["components"]["schemas"]
+    refs = set(_refs(documents[0]))
+    assert "#/components/schemas/TaskRead" in refs
+    for ref in refs:
+        assert ref.removeprefix("#/components/schemas/") in components, ref
+
+
 def test_schema_is_public_json_and_matches_the_route_table(
     server: LiveServer, tmp_path: Path
 ) -> None:

@@ -31,7 +31,7 @@ from aiohttp import web
 from aiohttp_apigami.core import resolver
 from aiohttp_apigami.plugin import ApigamiPlugin
 from aiohttp_apigami.route_processor import RouteProcessor
-from apispec import APISpec
+from apispec import APISpec, BasePlugin
 from marshmallow import Schema, fields, validate
 
 from framesvc import __version__ as framesvc_version
@@ -94,13 +94,30 @@ BODY_RESPONSES = {
 }
 
 
+class _CopyOperations(BasePlugin):
+    """Give apispec copies of the handlers' responses and request bodies.
+
+    apispec resolves models into ``$ref`` *in place*, inside the dicts the decorators
+    stored on the handlers; a second build (another application in the same process)
+    would then find references to models it never registered.
+    """
+
+    def operation_helper(self, path: str | None = None,
+                         operations: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        for op in (operations or {}).values():
+            for key in ("responses", "requestBody"):
+                if key in op:
+                    op[key] = copy.deepcopy(op[key])
+
+
 def build_schema(app: web.Application) -> dict[str, Any]:
     """The OpenAPI document of ``app``'s routes."""
     spec = APISpec(
         title="framesvc API",
         version=framesvc_version,
         openapi_version="3.0.3",
-        plugins=[ApigamiPlugin(schema_name_resolver=resolver)],
+        # The copying plugin must run before apigami's, which resolves the models.
+        plugins=[_CopyOperations(), ApigamiPlugin(schema_name_resolver=resolver)],
         info={
             "description": "Media frame and chunk service, wire-compatible with the CVAT "
             f"{COMPATIBLE_CVAT_VERSION} /api/tasks and /api/jobs media API."

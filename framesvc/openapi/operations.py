@@ -31,7 +31,6 @@ from framesvc.store.filters import python_type
 from framesvc.store.listing import ListFields
 
 CVAT_JSON = "application/vnd.cvat+json"
-JSON = "application/json"
 TEXT = "text/plain"
 
 F = TypeVar("F", bound=Callable[..., Any])
