@@ -11,6 +11,7 @@ recorded as finished.
 
 from __future__ import annotations
 
+import functools
 import io
 import subprocess
 import sys
@@ -45,6 +46,7 @@ from framesvc.background import RESTART_MESSAGE
 ARCHIVE_IMAGES = 5000
 
 
+@functools.cache
 def archive(count: int) -> bytes:
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
