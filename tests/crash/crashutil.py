@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import urllib3
 from authutil import Reply, basic, call
-from conftest import LiveServer, start_server, stop_server
+from conftest import LiveServer, db_rows, on_postgres, start_server, stop_server
 from mediagen import frame_pattern
 from PIL import Image
 
@@ -99,6 +99,13 @@ class Servers:
     def stop(self) -> None:
         if self.current is not None:
             stop(self.current)
+
+    def check_log(self) -> None:
+        """The running server (the one started after the kills) logged no error: its
+        recovery and everything since went without an exception."""
+        assert self.current is not None
+        text = self.current.log_path.read_text(errors="replace")
+        assert " ERROR " not in text and "Traceback" not in text, self.current.log_tail()
 
 
 @pytest.fixture(name="servers")
@@ -202,13 +209,13 @@ def db_path(server: LiveServer) -> Path:
 
 
 def db(server: LiveServer, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db_path(server), timeout=30) as conn:
-        return list(conn.execute(sql, params))
+    """One statement on the server's store, SQLite or PostgreSQL (``?`` parameters)."""
+    return db_rows(server, sql, params)
 
 
 def framesvc_cli(server: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "framesvc.cli", *args],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=server.env)
 
 
 def check_stores_after_kill(server: LiveServer) -> dict[str, Any]:
@@ -223,7 +230,10 @@ def check_stores_after_kill(server: LiveServer) -> dict[str, Any]:
     assert stats.returncode == 0, stats.stdout + stats.stderr
     users = framesvc_cli(server, "user", "list", "--data-dir", str(server.data_dir))
     assert users.returncode == 0, users.stdout + users.stderr
-    for path in (db_path(server), server.cache_dir / "store" / "cache.db"):
+    sqlite_files = [server.cache_dir / "store" / "cache.db"]
+    if not on_postgres():
+        sqlite_files.insert(0, db_path(server))
+    for path in sqlite_files:
         with sqlite3.connect(path, timeout=5) as conn:
             assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",), path
     return dict(json.loads(stats.stdout))
@@ -231,7 +241,14 @@ def check_stores_after_kill(server: LiveServer) -> dict[str, Any]:
 
 def check_wal_not_stuck(server: LiveServer) -> None:
     """A full checkpoint of the running server's store completes: no reader is stuck on
-    an old snapshot and no writer holds the database (no "database is locked")."""
+    an old snapshot and no writer holds the database (no "database is locked").
+    On PostgreSQL: no session of the server sits in an open transaction."""
+    if on_postgres():
+        idle = db(server, "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                  "current_database() AND state LIKE 'idle in transaction%' "
+                  "AND pid <> pg_backend_pid()")
+        assert idle == [(0,)], "a session of the server holds a transaction open"
+        return
     with sqlite3.connect(db_path(server), timeout=10) as conn:
         busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     assert busy == 0, "the WAL of the store could not be checkpointed"

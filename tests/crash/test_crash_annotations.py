@@ -193,3 +193,4 @@ def test_kill_mid_annotation_writes(servers: Servers) -> None:
     assert after[FRAMES[0]] == sorted([*now[FRAMES[0]], (-1.0, -1.0, 0.0, 0.0)])
     assert after_version > version
     check_wal_not_stuck(server)
+    servers.check_log()

@@ -125,6 +125,7 @@ def test_full_cache_disk_serves_uncached(servers: Servers, tmp_path) -> None:  #
             wait_until(caching_again, 4 * REOPEN_INTERVAL, "items to be cached again")
             assert "caching resumes" in server.log_path.read_text()
             check_wal_not_stuck(server)
+            servers.check_log()
         finally:
             servers.stop()
 

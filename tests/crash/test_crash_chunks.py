@@ -139,3 +139,4 @@ def test_kill_mid_chunk_builds(servers: Servers, tmp_path: Path) -> None:
         assert reply.status == 200
         assert decode_chunk(reply.raw) == decode_chunk(served[url]), url
     check_wal_not_stuck(server)
+    servers.check_log()

@@ -164,6 +164,7 @@ def test_kill_mid_ingest_fails_the_request_and_leaves_nothing(
 
     give_data_and_check(server, task_id)
     check_wal_not_stuck(server)
+    servers.check_log()
 
 
 def test_kill_between_the_commit_and_the_status_keeps_the_data_and_finishes(
@@ -199,3 +200,4 @@ def test_kill_between_the_commit_and_the_status_keeps_the_data_and_finishes(
     meta = api(server, "GET", f"/api/tasks/{task_id}/data/meta").json
     assert [f["name"] for f in meta["frames"]] == [name for name, _ in files]
     check_wal_not_stuck(server)
+    servers.check_log()

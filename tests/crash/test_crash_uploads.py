@@ -140,6 +140,7 @@ def test_kill_mid_upload_keeps_acknowledged_bytes(servers: Servers) -> None:
         picture = np.asarray(Image.open(io.BytesIO(reply.raw)).convert("RGB"))
         assert read_frame_number(picture) == int(info["name"][4:7])
     check_wal_not_stuck(server)
+    servers.check_log()
 
 
 def test_a_refused_batch_registers_none_of_its_files(server) -> None:  # type: ignore[no-untyped-def]
