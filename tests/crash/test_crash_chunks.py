@@ -15,6 +15,7 @@ import threading
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -37,6 +38,9 @@ from crashutil import (  # noqa: F401 (servers is a fixture)
 )
 from mediagen import read_frame_number, write_video
 from PIL import Image
+
+from framesvc.cache import ItemMeta, MediaCache
+from framesvc.workers import WorkerPool
 
 SIZE = (160, 120)
 
@@ -140,3 +144,27 @@ def test_kill_mid_chunk_builds(servers: Servers, tmp_path: Path) -> None:
         assert decode_chunk(reply.raw) == decode_chunk(served[url]), url
     check_wal_not_stuck(server)
     servers.check_log()
+
+
+async def test_a_damaged_entry_is_dropped_not_served(tmp_path: Path) -> None:
+    """Beyond a crash (a disk or a person truncating an item file): the size recorded at
+    publication no longer matches, so the entry is a miss and is built again."""
+    data = bytes(range(256)) * 400
+    pool = WorkerPool(1)
+    cache = MediaCache(tmp_path / "cache", 64 * 1024 * 1024, transient_dir=tmp_path)
+    try:
+        def build(out: BinaryIO) -> ItemMeta:
+            out.write(data)
+            return ItemMeta("application/octet-stream")
+
+        with await cache.get_or_build("chunk", build, pool) as item:
+            path = item.path
+        with open(path, "r+b") as damaged:
+            damaged.truncate(len(data) // 2)
+        assert await cache.get("chunk") is None
+        assert not cache.contains("chunk")
+        with await cache.get_or_build("chunk", build, pool) as item:
+            assert item.file.read() == data
+    finally:
+        await cache.aclose()
+        pool.shutdown()
