@@ -27,7 +27,7 @@ what the caller sees but may not change.  Lists filter with :func:`visible_tasks
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -121,6 +121,11 @@ async def get_task_for(
     return row
 
 
+class _TaskStaff(NamedTuple):
+    owner_id: int | None
+    assignee_id: int | None
+
+
 async def get_job_for(
     conn: AsyncConnection,
     user: User,
@@ -139,15 +144,20 @@ async def get_job_for(
     """
     if not 0 < job_id <= MAX_ID:
         raise not_found()
-    row = (await conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).first()
-    if row is None:
-        raise not_found()
-    task = (
+    # One round trip for the job and its task's staff: every job endpoint (media above
+    # all) starts here, and each query through the async driver costs ~0.4 ms.
+    row = (
         await conn.execute(
-            sa.select(tasks.c.owner_id, tasks.c.assignee_id).where(tasks.c.id == row.task_id)
+            sa.select(jobs, tasks.c.owner_id.label("task_owner_id"),
+                      tasks.c.assignee_id.label("task_assignee_id"))
+            .join(tasks, tasks.c.id == jobs.c.task_id)
+            .where(jobs.c.id == job_id)
         )
     ).first()
-    if task is None or not can_view_job(user, row, task):
+    if row is None:
+        raise not_found()
+    task = _TaskStaff(row.task_owner_id, row.task_assignee_id)
+    if not can_view_job(user, row, task):
         raise not_found()
     if manage and not can_manage_job(user, task):
         raise forbidden()
