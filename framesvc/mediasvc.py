@@ -51,6 +51,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, BinaryIO, Generic, Literal, TypeVar
 
 import sqlalchemy as sa
@@ -232,18 +233,33 @@ async def load_task_scope(conn: AsyncConnection, task: Any) -> MediaScope:
                       chunks_updated_date=updated or data.created)
 
 
+#: Prefix of the segment's columns in :func:`load_job_scope`'s joined row.
+_SEGMENT = "segment__"
+
+
 async def load_job_scope(conn: AsyncConnection, job: Any) -> MediaScope:
-    """The scope of a job row (already checked for access)."""
-    data_id = (
-        await conn.execute(sa.select(tasks.c.data_id).where(tasks.c.id == job.task_id))
-    ).scalar()
-    data = await _data_info(conn, data_id)
-    row = (
-        await conn.execute(sa.select(segments).where(segments.c.id == job.segment_id))
-    ).first()
+    """The scope of a job row (already checked for access).
+
+    One query (segment, task and data joined): every job media request starts here,
+    and each round trip through the async SQLite driver costs ~0.4 ms.
+    """
+    query = (
+        sa.select(data_table, *(c.label(f"{_SEGMENT}{c.name}") for c in segments.c))
+        .select_from(
+            segments.join(tasks, tasks.c.id == segments.c.task_id)
+            .outerjoin(data_table, data_table.c.id == tasks.c.data_id)
+        )
+        .where(segments.c.id == job.segment_id, tasks.c.id == job.task_id)
+    )
+    row = (await conn.execute(query)).first()
+    if row is not None and (row.id is None or not row.size):
+        raise NoMedia("Task has no media")
     if row is None:  # the schema's foreign key makes this impossible
         raise NoMedia("Job has no media")
-    segment = segment_ref(row, data)
+    data = DataInfo.from_row(row)
+    segment_row = SimpleNamespace(**{c.name: getattr(row, f"{_SEGMENT}{c.name}")
+                                     for c in segments.c})
+    segment = segment_ref(segment_row, data)
     return MediaScope(task_id=int(job.task_id), data=data, job_id=int(job.id),
                       segment=segment, chunks_updated_date=segment.chunks_updated_date)
 
@@ -532,6 +548,19 @@ class TaskFrames:
     abs_frames: tuple[int, ...] = field(repr=False)
     video: dict[str, Any] | None = None
 
+    def paths(self, root: Path, frames: Sequence[int | None]) -> list[Path | None] | None:
+        """The files of absolute ``frames`` (None stays None); None if one is not here."""
+        out: list[Path | None] = []
+        for frame in frames:
+            if frame is None:
+                out.append(None)
+                continue
+            i = bisect.bisect_left(self.abs_frames, frame)
+            if i == len(self.abs_frames) or self.abs_frames[i] != frame:
+                return None
+            out.append(root / self.rows[i][1])
+        return out
+
 
 # --- the service ------------------------------------------------------------------------------
 
@@ -574,6 +603,11 @@ class MediaService:
     async def _image_paths(
         self, conn: AsyncConnection, data: DataInfo, frames: Sequence[int | None]
     ) -> list[Path | None]:
+        cached = self._frames.get(data.identity)
+        if cached is not None:  # the meta's rows (clients ask for meta first): no query
+            found = cached.paths(data.root, frames)
+            if found is not None:
+                return found
         wanted = sorted({f for f in frames if f is not None})
         rows = {}
         for start in range(0, len(wanted), 500):
