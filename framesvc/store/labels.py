@@ -82,8 +82,10 @@ def label_color(name: str, used: Iterable[str]) -> str:
 
     Hues walk the golden-ratio sequence from a start given by a hash of the name, so a
     label called "car" gets the same color in every task unless that color is taken.
+    ``used`` may be a set of lower-case colors kept by the caller (no copy is made then,
+    so creating n labels stays O(n)).
     """
-    taken = {c.lower() for c in used if c}
+    taken = used if isinstance(used, set | frozenset) else {c.lower() for c in used if c}
     digest = hashlib.blake2s(name.strip().lower().encode(), digest_size=4).digest()
     start = int.from_bytes(digest, "big") / 2**32
     for step in range(256):
@@ -185,6 +187,24 @@ def _update_attributes(
 # Labels ---------------------------------------------------------------------------------
 
 
+#: Labels (with their sublabels) one request may create or change.  Each is a row written
+#: while the task's lock and the database's write lock are held, so the bound is what
+#: keeps one request from stalling every other writer; LVIS-sized ontologies (~1200
+#: classes) fit with room to spare.
+MAX_LABELS_PER_REQUEST = 2000
+
+
+def _count_labels(specs: Sequence[LabelInput]) -> int:
+    return sum(1 + _count_labels(spec.sublabels or []) for spec in specs)
+
+
+def _check_batch_size(specs: Sequence[LabelInput]) -> None:
+    if _count_labels(specs) > MAX_LABELS_PER_REQUEST:
+        raise LabelError(
+            f"At most {MAX_LABELS_PER_REQUEST} labels can be created or changed at once"
+        )
+
+
 async def _sibling_rows(
     conn: AsyncConnection, task_id: int, parent_id: int | None
 ) -> list[sa.Row[Any]]:
@@ -221,8 +241,10 @@ async def create_labels(
     Names must be unique among siblings (top-level labels of the task, or the sublabels
     of one skeleton); a missing color is chosen by :func:`label_color`.
     """
+    if parent_id is None:
+        _check_batch_size(specs)
     names = {r.name for r in await _sibling_rows(conn, task_id, parent_id)}
-    colors = await _task_colors(conn, task_id)
+    colors = {c.lower() for c in await _task_colors(conn, task_id) if c}
     created: list[int] = []
     for spec in specs:
         if spec.name is None:
@@ -232,7 +254,7 @@ async def create_labels(
         names.add(spec.name)
         _check_attribute_names(spec.attributes)
         color = spec.color or label_color(spec.name, colors)
-        colors.append(color)
+        colors.add(color.lower())
         label_type = spec.type or "any"
         label_id = (
             await conn.execute(
@@ -250,7 +272,7 @@ async def create_labels(
         values: dict[str, Any] = {"attributes": _new_attributes(label_id, spec.attributes)}
         if spec.sublabels:
             sub_ids = await create_labels(conn, task_id, spec.sublabels, parent_id=label_id)
-            colors = await _task_colors(conn, task_id)
+            colors = {c.lower() for c in await _task_colors(conn, task_id) if c}
             if label_type == "skeleton":
                 pairs = [(s.name or "", i) for s, i in zip(spec.sublabels, sub_ids, strict=True)]
                 values["svg"] = _rewrite_svg(spec.svg or "", pairs)
@@ -268,13 +290,18 @@ async def update_labels(
     and :class:`LabelError` for a request CVAT rejects with 400.  Takes the task's lock
     first (``store/locks.py``): deleting a label deletes annotations drawn with it.
     """
+    _check_batch_size(specs)
     await lock_task(conn, task_id)
+    pending: list[LabelInput] = []  # consecutive new labels, created in one batch
     for spec in specs:
         if spec.id is None:
             if spec.deleted:
                 raise LabelError("Deleted label must have an ID")
-            await create_labels(conn, task_id, [spec])
+            pending.append(spec)
             continue
+        if pending:
+            await create_labels(conn, task_id, pending)
+            pending = []
         row = (
             await conn.execute(
                 sa.select(labels).where(labels.c.id == spec.id, labels.c.task_id == task_id)
@@ -302,6 +329,8 @@ async def update_labels(
                                                       spec.attributes)
         if values:
             await conn.execute(labels.update().where(labels.c.id == row.id).values(**values))
+    if pending:
+        await create_labels(conn, task_id, pending)
 
 
 async def remove_label(conn: AsyncConnection, task_id: int, label_id: int) -> None:
