@@ -45,6 +45,7 @@ from framesvc.app import services
 from framesvc.http.context import current_user
 from framesvc.http.errors import JSON_CONTENT_TYPE, ApiError, bad_request, not_found
 from framesvc.http.routing import int_param
+from framesvc.http.security import loads_json
 from framesvc.http.serializers import Invalid
 from framesvc.openapi import models
 from framesvc.openapi.operations import cvat_json, errors, no_body, operation, text
@@ -88,8 +89,8 @@ def _prepare(raw: bytes, action: str, labels: dict[int, LabelInfo], frames: froz
     deletes get CVAT's track frame corrections and the label/attribute/frame checks.
     """
     try:
-        payload = json.loads(raw) if raw.strip() else {}
-    except (ValueError, UnicodeDecodeError) as exc:
+        payload = loads_json(raw, max_depth=None) if raw.strip() else {}
+    except ValueError as exc:  # also UnicodeDecodeError, NaN and RecursionError's nesting
         raise ApiError(400, {"detail": f"JSON parse error - {exc}"}) from exc
     try:
         data = parse_labeled_data(payload, action)

@@ -42,6 +42,7 @@ from collections import OrderedDict
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from framesvc.app import SERVICES, Services, services
 from framesvc.http.context import USER
@@ -350,7 +351,7 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
         try:
             form = await request.post()
-        except ValueError as exc:
+        except (ValueError, AssertionError, HttpProcessingError) as exc:
             raise bad_request(f"Form parse error - {exc}") from exc
         return {k: v for k, v in form.items() if isinstance(v, str)}
     raw = await request.read()

@@ -31,13 +31,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import re
 import time
 from collections import OrderedDict, deque
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web, web_response
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.streams import StreamReader
 
 from framesvc.config import Settings
@@ -84,6 +87,27 @@ def install(app: web.Application, settings: Settings) -> None:
     # module constant, so it is replaced here rather than per response.
     web_response.SERVER_SOFTWARE = SERVER_NAME  # type: ignore[attr-defined]
     configure_pillow(settings.max_image_pixels)
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedHttpFilter) for f in server_log.filters):
+        server_log.addFilter(MalformedHttpFilter())
+
+
+class MalformedHttpFilter(logging.Filter):
+    """aiohttp logs every request its parser rejects (a 400 it answers itself: request
+    line or header too long, bad characters) at ERROR with a traceback.  That is the
+    client's fault, not ours, and a cheap way to flood the log: one WARNING line, with
+    the reason cut short, is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 400) < 500:
+            original = record.getMessage()
+            record.msg = "%s: malformed HTTP request (%s)"
+            record.args = (original, str(exc.message)[:200])
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 async def _add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -342,17 +366,48 @@ def json_depth_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
-def loads_json(raw: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
-    """``json.loads`` for untrusted bodies: ``ValueError`` for invalid JSON, for
-    ``NaN``/``Infinity`` and for nesting deeper than ``max_depth``."""
+#: ``\ud800``..``\udfff`` escapes: a pair makes one character, a lone one is no text.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _walk(value: Any) -> Iterator[str]:
+    """Every string (keys and values) in a decoded JSON value, iteratively."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            yield from item.keys()
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def loads_json(raw: bytes | str, max_depth: int | None = MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` for untrusted bodies.  ``ValueError`` (never anything else) for
+    invalid JSON or UTF-8, ``NaN``/``Infinity``, nesting deeper than ``max_depth`` and
+    strings holding a lone surrogate (valid JSON escapes, but not text: the database
+    and every encoder refuse them later).
+
+    ``max_depth=None`` skips the depth walk (it costs about half a parse) for large
+    bodies whose consumers never recurse into them; nesting beyond what the parser
+    itself can handle is still a ``ValueError``.
+    """
     try:
-        value = json.loads(raw, parse_constant=_no_constants)
+        text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw
+        value = json.loads(text, parse_constant=_no_constants)
     except RecursionError:
-        raise ValueError(f"nesting deeper than {max_depth} levels") from None
-    text_opens = (raw.count(b"[") + raw.count(b"{") if isinstance(raw, bytes)
-                  else raw.count("[") + raw.count("{"))
-    if text_opens > max_depth and json_depth_exceeds(value, max_depth):
+        raise ValueError("nesting too deep") from None
+    if (max_depth is not None and text.count("[") + text.count("{") > max_depth
+            and json_depth_exceeds(value, max_depth)):
         raise ValueError(f"nesting deeper than {max_depth} levels")
+    if _SURROGATE_ESCAPE.search(text):
+        for item in _walk(value):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("a string holds an unpaired surrogate") from None
     return value
 
 

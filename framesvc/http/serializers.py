@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from framesvc.access import can_view_task
 from framesvc.http.context import absolute_url, basic_user, iso
 from framesvc.http.errors import ApiError
+from framesvc.http.security import loads_json
 from framesvc.store.jobs import (
     job_status,
     public_media_type,
@@ -425,6 +426,6 @@ class Fields:
 async def read_json(request: web.Request) -> Any:
     """The request body as JSON; DRF's 400 for a body that is not JSON."""
     try:
-        return await request.json()
-    except ValueError as exc:  # includes UnicodeDecodeError
+        return loads_json(await request.read())
+    except ValueError as exc:  # includes UnicodeDecodeError, NaN and absurd nesting
         raise ApiError(400, {"detail": f"JSON parse error - {exc}"}) from exc

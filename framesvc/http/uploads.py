@@ -21,7 +21,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import json
 import logging
 import weakref
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from framesvc.http.context import absolute_url, current_user
 from framesvc.http.errors import ApiError, bad_request, field_errors, json_response, not_found
 from framesvc.http.requests import runner
 from framesvc.http.routing import int_param
+from framesvc.http.security import loads_json
 from framesvc.ingest import (
     ADDING_DATA_NOT_SUPPORTED,
     IngestEnv,
@@ -259,7 +259,7 @@ def _collect_field(fields: dict[str, Any], name: str, text: str) -> None:
     stripped = text.strip()
     if stripped.startswith(("[", "{")):
         try:
-            fields[name] = json.loads(stripped)
+            fields[name] = loads_json(stripped)
             return
         except ValueError:
             pass
@@ -502,7 +502,7 @@ async def _read_params(
             _collect_field(out, key, str(value))
         return out
     try:
-        payload = json.loads(raw)
+        payload = loads_json(raw)
     except ValueError:
         raise bad_request("JSON parse error - the request body is not valid JSON") from None
     if not isinstance(payload, dict):
