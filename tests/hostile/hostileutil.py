@@ -57,5 +57,9 @@ def no_server_errors(server: LiveServer) -> Iterator[None]:
     offset = log_size(server)
     yield
     assert_alive(server)
-    problems = server_errors(log_since(server, offset))
-    assert not problems, "\n".join(problems)
+    text = log_since(server, offset)
+    problems = server_errors(text)
+    if problems:
+        first = text.find(problems[0])
+        context = text[max(0, first - 500): first + 4000]
+        raise AssertionError("\n".join(problems) + "\n--- log ---\n" + context)
