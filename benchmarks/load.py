@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import random
 import shutil
 import statistics
@@ -155,6 +156,15 @@ class Stats:
                 samples[slot] = seconds
 
 
+def read_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of ``pid`` so far (``/proc/<pid>/stat``)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def read_rss_kib(pid: int) -> int | None:
     """``VmRSS`` of ``pid`` plus its child processes', in KiB (None once it is gone)."""
     total = 0
@@ -255,6 +265,8 @@ class Run:
                 "requests": self.stats.requests - last_requests,
                 "errors": errors - last_errors,
                 "rss_kib": read_rss_kib(pid) if pid else None,
+                "server_cpu_s": read_cpu_seconds(pid) if pid else None,
+                "client_cpu_s": round(sum(os.times()[:2]), 2),
             }
             last_requests, last_errors = self.stats.requests, errors
             timeline.append(point)
@@ -306,6 +318,20 @@ def rss_summary(timeline: list[dict[str, Any]], duration: float, warmup: float) 
     }
 
 
+def cpu_summary(timeline: list[dict[str, Any]]) -> dict[str, Any]:
+    """CPU seconds used during the run by the server and by this client (same machine)."""
+    if len(timeline) < 2:
+        return {}
+    first, last = timeline[0], timeline[-1]
+    span = last["t"] - first["t"] or 1e-9
+    out: dict[str, Any] = {"cores": os.cpu_count()}
+    for who in ("server", "client"):
+        a, b = first.get(f"{who}_cpu_s"), last.get(f"{who}_cpu_s")
+        if a is not None and b is not None:
+            out[f"{who}_cores_busy"] = round((b - a) / span, 2)
+    return out
+
+
 def build_report(run: Run, elapsed: float, timeline: list[dict[str, Any]],
                  config: dict[str, Any]) -> dict[str, Any]:
     stats = run.stats
@@ -328,6 +354,7 @@ def build_report(run: Run, elapsed: float, timeline: list[dict[str, Any]],
         "errors": dict(stats.errors),
         "kinds": kinds,
         "rss": rss_summary(timeline, elapsed, config["warmup"]),
+        "cpu": cpu_summary(timeline),
         "timeline": timeline,
     }
 
@@ -347,6 +374,10 @@ def print_report(report: dict[str, Any]) -> None:
               f"{rss['after_warmup_kib'] / 1024:.0f} MiB, end {rss['final_kib'] / 1024:.0f} MiB, "
               f"max {rss['max_kib'] / 1024:.0f} MiB, growth after warm-up "
               f"{rss['growth_after_warmup']:+.1%}")
+    cpu = report.get("cpu") or {}
+    if "client_cores_busy" in cpu:
+        print(f"CPU: server {cpu.get('server_cores_busy', '?')} cores busy, this client "
+              f"{cpu['client_cores_busy']} (of {cpu['cores']} on the machine)")
 
 
 # --- main ---------------------------------------------------------------------------------------
