@@ -206,5 +206,8 @@ class _Abort(Exception):
 
 @command("ingest", _configure)
 def run(args: argparse.Namespace) -> int:
+    from framesvc.media.limits import configure_pillow
+
     settings = settings_from_args(args)
+    configure_pillow(settings.max_image_pixels)  # as `serve` does: one pixel limit
     return asyncio.run(_run(args, settings))

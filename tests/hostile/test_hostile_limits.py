@@ -424,3 +424,20 @@ def test_pillow_limit_follows_max_image_pixels(sdk_client, server, tmp_path) -> 
         task.upload_data(resources=[path], params={"image_quality": 70})
         meta = task.get_meta()
         assert (meta.frames[0].width, meta.frames[0].height) == (20_000, 10_000)
+
+
+def test_cli_ingest_uses_the_same_pixel_limit(server: LiveServer, tmp_path: Path) -> None:
+    """``framesvc ingest`` aligns Pillow's limit as ``serve`` does: 200 MP is accepted."""
+    import subprocess
+    import sys
+
+    path = hm.png_real(tmp_path, 20_000, 10_000)
+    done = subprocess.run(
+        [sys.executable, "-m", "framesvc.cli", "ingest", str(path), "--name", "cli 200 MP",
+         "--data-dir", str(server.data_dir), "--owner", server.admin_user, "--quiet"],
+        capture_output=True, text=True, timeout=120, env=server.env,
+    )
+    assert done.returncode == 0, done.stderr
+    task_id = int(done.stdout.split()[1].rstrip(":"))
+    meta = api(server, "GET", f"/api/tasks/{task_id}/data/meta").json
+    assert (meta["frames"][0]["width"], meta["frames"][0]["height"]) == (20_000, 10_000)
