@@ -234,3 +234,104 @@ def _document(server: LiveServer) -> dict[str, Any]:
         _DOCUMENTS[server.url] = json.loads(
             requests.get(server.url + "/api/schema", timeout=30).content)
     return _DOCUMENTS[server.url]
+
+
+# --- writes and the upload protocols conform too -------------------------------------------
+
+
+def _check(server: LiveServer, template: str, method: str, reply: requests.Response) -> None:
+    assert reply.status_code < 500, reply.text
+    operation = schemathesis.openapi.from_dict(_document(server))[template][method]
+    try:
+        operation.validate_response(reply)
+    except (AssertionError, BaseExceptionGroup) as exc:  # name the step (schemathesis hides it)
+        raise AssertionError(f"{method} {template} -> {reply.status_code}: {exc}") from None
+
+
+def test_writes_and_uploads_answer_as_documented(server: LiveServer, tmp_path: Path) -> None:
+    """The answers fuzzing rarely reaches: each step of the upload protocols, task and job
+    creation, changes and deletions, logins, all validated against the schema."""
+    session = _session(server)
+    url = server.url
+    created = session.post(url + "/api/tasks", json={
+        "name": "openapi writes", "labels": [{"name": "a", "attributes": [
+            {"name": "n", "mutable": True, "input_type": "number", "values": ["0", "9", "1"]}]}]})
+    _check(server, "/api/tasks", "POST", created)
+    task_id = created.json()["id"]
+    data_url = url + f"/api/tasks/{task_id}/data/"
+
+    _check(server, "/api/tasks/{id}/data", "OPTIONS", session.options(data_url))
+    _check(server, "/api/tasks/{id}/data", "POST",
+           session.post(data_url, headers={"Upload-Start": ""}))
+    png = images(tmp_path, 2)
+    tus = session.post(data_url, headers={
+        "Tus-Resumable": "1.0.0", "Upload-Length": str(png[0].stat().st_size),
+        "Upload-Metadata": "filename " + __import__("base64").b64encode(b"a.png").decode()})
+    _check(server, "/api/tasks/{id}/data", "POST", tus)
+    file_url = tus.headers["Location"]
+    template = "/api/tasks/{id}/data/{file_id}"
+    _check(server, template, "HEAD", session.head(file_url))
+    _check(server, template, "PATCH", session.patch(file_url, data=png[0].read_bytes(), headers={
+        "Tus-Resumable": "1.0.0", "Upload-Offset": "0",
+        "Content-Type": "application/offset+octet-stream"}))
+    _check(server, template, "PATCH", session.patch(file_url, data=b"x", headers={
+        "Tus-Resumable": "1.0.0", "Upload-Offset": "0",
+        "Content-Type": "application/offset+octet-stream"}))  # 409: wrong offset
+    with png[1].open("rb") as fh:
+        _check(server, "/api/tasks/{id}/data", "POST", session.post(
+            data_url, headers={"Upload-Multiple": ""},
+            files={"client_files[0]": ("b.png", fh, "image/png")}))
+    _check(server, "/api/tasks/{id}/data", "POST",
+           session.post(data_url, headers={"Upload-Finish": ""}, json={"image_quality": 0}))
+    finish = session.post(data_url, headers={"Upload-Finish": ""}, json={"image_quality": 80})
+    _check(server, "/api/tasks/{id}/data", "POST", finish)
+    rq = finish.json()["rq_id"]
+    for _ in range(200):
+        status = session.get(url + f"/api/requests/{rq}")
+        _check(server, "/api/requests/{rq_id}", "GET", status)
+        if status.json()["status"] in ("finished", "failed"):
+            break
+        __import__("time").sleep(0.05)
+    assert status.json()["status"] == "finished", status.text
+
+    job_id = session.get(url + f"/api/jobs?task_id={task_id}").json()["results"][0]["id"]
+    _check(server, "/api/jobs/{id}", "PATCH",
+           session.patch(url + f"/api/jobs/{job_id}", json={"stage": "validation"}))
+    _check(server, "/api/jobs/{id}", "PATCH",
+           session.patch(url + f"/api/jobs/{job_id}", json={"stage": "bogus"}))
+    _check(server, "/api/tasks/{id}", "PATCH",
+           session.patch(url + f"/api/tasks/{task_id}", json={"subset": "train"}))
+    _check(server, "/api/tasks/{id}/data/meta", "PATCH", session.patch(
+        url + f"/api/tasks/{task_id}/data/meta", json={"deleted_frames": [1]}))
+    _check(server, "/api/jobs/{id}/data/meta", "PATCH", session.patch(
+        url + f"/api/jobs/{job_id}/data/meta", json={"deleted_frames": []}))
+    label = session.get(url + f"/api/labels?task_id={task_id}").json()["results"][0]
+    _check(server, "/api/labels/{id}", "PATCH",
+           session.patch(url + f"/api/labels/{label['id']}", json={"color": "#ff0000"}))
+    annotations = {"shapes": [{"type": "points", "label_id": label["id"], "frame": 0,
+                               "points": [1, 1]}]}
+    _check(server, "/api/tasks/{id}/annotations", "PATCH", session.patch(
+        url + f"/api/tasks/{task_id}/annotations?action=create", json=annotations))
+    _check(server, "/api/jobs/{id}/annotations", "PATCH", session.patch(
+        url + f"/api/jobs/{job_id}/annotations?action=bogus", json=annotations))
+    _check(server, "/api/jobs/{id}/annotations", "GET",
+           session.get(url + f"/api/jobs/{job_id}/annotations?format=CVAT"))
+    gt = session.post(url + "/api/jobs", json={
+        "type": "ground_truth", "task_id": task_id, "frame_selection_method": "random_uniform",
+        "frame_count": 1, "random_seed": 1})
+    _check(server, "/api/jobs", "POST", gt)
+    _check(server, "/api/jobs/{id}", "DELETE", session.delete(url + f"/api/jobs/{gt.json()['id']}"))
+    _check(server, "/api/jobs/{id}/annotations", "DELETE",
+           session.delete(url + f"/api/jobs/{job_id}/annotations"))
+    _check(server, "/api/labels/{id}", "DELETE", session.delete(url + f"/api/labels/{label['id']}"))
+    _check(server, "/api/tasks/{id}", "DELETE", session.delete(url + f"/api/tasks/{task_id}"))
+
+    anonymous = requests.Session()
+    _check(server, "/api/auth/login", "POST", anonymous.post(
+        url + "/api/auth/login", json={"username": server.admin_user, "password": "wrong"}))
+    login = anonymous.post(url + "/api/auth/login", json={
+        "username": server.admin_user, "password": server.admin_password})
+    _check(server, "/api/auth/login", "POST", login)
+    _check(server, "/api/auth/register", "POST", anonymous.post(
+        url + "/api/auth/register", json={"username": "x"}))
+    _check(server, "/api/tasks", "GET", anonymous.get(url + "/api/tasks"))  # 401

@@ -130,9 +130,9 @@ _REFUSED = {
         200: cvat_json(models.Empty, "Upload-Multiple: the batch was stored"),
         201: no_body("TUS creation: the upload's URL is in Location",
                      {"Location": "", "Upload-Offset": "", "Upload-Filename": "", **_TUS}),
-        202: {"description": "Upload-Start: a new session; Upload-Finish or a single "
+        202: {"description": "Upload-Start: a new session ({}); Upload-Finish or a single "
               "request: the data is being created (RqId)",
-              "content": {CVAT_JSON: {"schema": models.RqId}}},
+              "content": {CVAT_JSON: {"schema": {"anyOf": [models.RqId, models.Empty]}}}},
         **errors(400, 403, 404, 409),
         **_REFUSED,
     },
@@ -146,7 +146,9 @@ async def post_data(request: web.Request) -> web.StreamResponse:
         return await _finish(request, svc, user, task)
     if "Upload-Start" in headers:
         await _reset_session(svc, task.id)
-        return web.Response(status=202)
+        # ``{}`` rather than CVAT's empty body: one 202 shape (RqId or {}) with a JSON
+        # type, as the schema says; the SDK does not read this answer.
+        return json_response({}, status=202)
     if "Upload-Length" in headers:
         return await _tus_create(request, svc, user, task)
     if "Upload-Multiple" in headers:

@@ -508,7 +508,8 @@ class RqId(ResponseModel):
 
 
 class Empty(ResponseModel):
-    """``{}``: a multipart batch (``Upload-Multiple``) was stored."""
+    """``{}``: a multipart batch was stored (``Upload-Multiple``), or a session opened
+    (``Upload-Start``)."""
 
 
 # --- Background requests ------------------------------------------------------------------
