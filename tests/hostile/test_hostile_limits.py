@@ -6,6 +6,7 @@ limits as settings (pixels, archive entries and bytes, video frames) through the
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import socket
@@ -33,6 +34,7 @@ LIMITS = {
     "FRAMESVC_MAX_JSON_BYTES": str(64 * 1024),
     "FRAMESVC_MAX_ANNOTATIONS_BYTES": str(256 * 1024),
     "FRAMESVC_MAX_REQUEST_BYTES": str(4 * 1024 * 1024),
+    "FRAMESVC_MAX_UPLOAD_BYTES": str(3 * 1024 * 1024),
     "FRAMESVC_REQUEST_BODY_TIMEOUT": "2",
     "FRAMESVC_REQUEST_BODY_MIN_RATE": "1000",
     "FRAMESVC_KEEPALIVE_TIMEOUT": "3",
@@ -411,6 +413,30 @@ def test_upload_request_over_max_request_bytes_is_413(small: LiveServer, tmp_pat
                     headers={"Upload-Multiple": "", "Content-Type": "multipart/form-data; "
                              "boundary=xyz"})
         assert reply.status == 413, reply.raw[:300]
+
+
+def test_max_upload_bytes_bounds_one_file_and_a_task(small: LiveServer) -> None:
+    """3 MiB: a TUS file declaring more is 413 at once; multipart batches that would take
+    the task's session past it are 413, and what was accepted stays."""
+    task_id = new_task(small, "upload budget")
+    url = f"/api/tasks/{task_id}/data/"
+    meta = "filename " + base64.b64encode(b"big.bin").decode()
+    with no_server_errors(small):
+        big = api(small, "POST", url, headers={"Upload-Length": str(3 * 1024 * 1024 + 1),
+                                               "Tus-Resumable": "1.0.0",
+                                               "Upload-Metadata": meta})
+        assert big.status == 413, big.raw
+        assert api(small, "POST", url, headers={"Upload-Start": ""}).status == 202
+        statuses = []
+        for i in range(3):
+            boundary = f"b{i}"
+            body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"client_files[0]\"; "
+                    f"filename=\"part{i}.bin\"\r\n\r\n").encode() + bytes(1200 * 1024) + (
+                    f"\r\n--{boundary}--\r\n").encode()
+            reply = api(small, "POST", url, raw_body=body, headers={
+                "Upload-Multiple": "", "Content-Type": f"multipart/form-data; boundary={boundary}"})
+            statuses.append(reply.status)
+        assert statuses == [200, 200, 413], statuses
 
 
 def test_pillow_limit_follows_max_image_pixels(sdk_client, server, tmp_path) -> None:  # type: ignore[no-untyped-def]
