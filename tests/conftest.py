@@ -231,10 +231,11 @@ def _statement(sql: str, params: Params) -> tuple[sa.TextClause, dict[str, Any]]
 
 
 def db_rows(server: LiveServer, sql: str, params: Params = None) -> list[tuple[Any, ...]]:
-    """Rows of one query on the live server's store."""
+    """Rows of one statement on the live server's store (committed; [] if it has none)."""
     statement, values = _statement(sql, params)
-    with sync_engine(server.database_url).connect() as conn:
-        return [tuple(r) for r in conn.execute(statement, values)]
+    with sync_engine(server.database_url).begin() as conn:
+        result = conn.execute(statement, values)
+        return [tuple(r) for r in result] if result.returns_rows else []
 
 
 def db_execute(server: LiveServer, sql: str, params: Params = None) -> None:

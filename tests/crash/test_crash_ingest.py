@@ -107,7 +107,7 @@ asyncio.run(main())
 
 
 def die_in_recovery(server: Any) -> None:
-    url = f"sqlite+aiosqlite:///{server.data_dir / 'framesvc.sqlite3'}"
+    url = server.database_url
     done = subprocess.run([sys.executable, "-c", DIE_IN_RECOVERY, url], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 9, done.stderr
