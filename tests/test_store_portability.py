@@ -17,6 +17,7 @@ PostgreSQL), through the real server.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Iterator
@@ -274,3 +275,23 @@ def test_request_action_filter_is_exact(server: LiveServer, setup: Setup) -> Non
     assert setup.task_id in tasks_of("create")
     for other in ("CREATE", "creat%", "c_eate", "%", "create:task"):
         assert setup.task_id not in tasks_of(other), other
+
+
+def test_upload_file_name_that_is_not_utf8_is_400(server: LiveServer) -> None:
+    """A multipart file name with a byte that is not UTF-8 reaches Python as a lone
+    surrogate, which no database driver encodes: a 400, and the server goes on."""
+    task_id = api(server, "POST", "/api/tasks", {"name": "bad name"}).json["id"]
+    path = f"/api/tasks/{task_id}/data/"
+    headers = basic(server.admin_user, server.admin_password)
+    assert call(server, "POST", path, headers={**headers, "Upload-Start": "true"}).status == 202
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(png, "PNG")
+    body = (b'--XyZ\r\nContent-Disposition: form-data; name="client_files[0]"; '
+            b'filename="\xff.png"\r\nContent-Type: image/png\r\n\r\n' + png.getvalue()
+            + b"\r\n--XyZ--\r\n")
+    reply = call(server, "POST", path, raw_body=body, headers={
+        **headers, "Upload-Multiple": "true",
+        "Content-Type": "multipart/form-data; boundary=XyZ"})
+    assert reply.status == 400, reply.raw
+    assert reply.json == ["Surrogate characters are not allowed: U+DCFF."]
+    assert api(server, "GET", f"/api/tasks/{task_id}").status == 200

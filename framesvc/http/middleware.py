@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from framesvc.http.errors import ApiError, json_response
-from framesvc.store.schema import NUL_MESSAGE, NulCharacterError
+from framesvc.store.schema import UnstorableTextError
 
 log = logging.getLogger("framesvc.access")
 errlog = logging.getLogger("framesvc.error")
@@ -41,9 +41,11 @@ async def request_context(request: web.Request, handler):  # type: ignore[no-unt
             else:
                 raise
         except Exception as exc:
-            if isinstance(exc, sa.exc.StatementError) and isinstance(exc.orig, NulCharacterError):
+            if isinstance(exc, sa.exc.StatementError) and isinstance(
+                exc.orig, UnstorableTextError
+            ):
                 # Text no database row can hold (store/schema.py: String), on every backend.
-                response = json_response([NUL_MESSAGE], status=400)
+                response = json_response([str(exc.orig)], status=400)
             else:
                 errlog.exception("unhandled error in %s %s [%s]", request.method, request.path,
                                  request_id)

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from framesvc.security import digest, new_access_token, new_csrf_token, new_session_key
 from framesvc.security import new_token_key as _new_token_key
 from framesvc.store.db import utcnow
-from framesvc.store.schema import access_tokens, auth_tokens, has_nul, sessions, users
+from framesvc.store.schema import access_tokens, auth_tokens, sessions, unstorable, users
 from framesvc.store.users import User, user_from_row
 
 #: Django's default ``SESSION_COOKIE_AGE``: two weeks.
@@ -59,7 +59,7 @@ async def get_or_create_auth_token(conn: AsyncConnection, user_id: int) -> str:
 
 
 async def user_for_auth_token(conn: AsyncConnection, key: str) -> User | None:
-    if has_nul(key):  # no key has one, and PostgreSQL cannot compare it
+    if unstorable(key):  # no key has such text; PostgreSQL cannot compare it
         return None
     row = (
         await conn.execute(

@@ -11,32 +11,53 @@ Frame numbers follow CVAT's three spaces (see ``model/frames.py``):
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import sqlalchemy as sa
 
-#: DRF's message for text with NUL characters (its ``ProhibitNullCharactersValidator``).
+#: DRF's messages for text a database cannot hold (``ProhibitNullCharactersValidator``,
+#: ``ProhibitSurrogateCharactersValidator``).
 NUL_MESSAGE = "Null characters are not allowed."
+SURROGATE_MESSAGE = "Surrogate characters are not allowed: U+{:X}."
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-class NulCharacterError(ValueError):
-    """Text with U+0000 was about to reach the database (see :class:`String`)."""
+class UnstorableTextError(ValueError):
+    """Text no database can hold was about to reach one (see :class:`String`)."""
 
 
-def has_nul(*values: object) -> bool:
-    """True if any of ``values`` is text with a NUL character (it can match no stored row)."""
-    return any(isinstance(v, str) and "\x00" in v for v in values)
+def text_problem(value: object) -> str | None:
+    """Why ``value`` cannot be stored or compared as text (None if it can, or is no text).
+
+    PostgreSQL refuses NUL characters; no UTF-8 encoder takes a lone surrogate (which
+    JSON's ``\\ud800`` escapes can produce).
+    """
+    if not isinstance(value, str):
+        return None
+    if "\x00" in value:
+        return NUL_MESSAGE
+    surrogate = _SURROGATE.search(value)
+    if surrogate is not None:
+        return SURROGATE_MESSAGE.format(ord(surrogate.group()))
+    return None
+
+
+def unstorable(*values: object) -> bool:
+    """True if any of ``values`` is text no stored row can hold (so it can match none)."""
+    return any(text_problem(v) is not None for v in values)
 
 
 class String(sa.TypeDecorator[str]):
-    """``VARCHAR`` that refuses text with NUL characters on every backend.
+    """``VARCHAR`` that refuses text no database can hold, on every backend.
 
-    PostgreSQL can neither store nor compare such text (the driver fails: a 500), while
-    SQLite stores it happily - a store that could not be moved to PostgreSQL.  So the
-    rule is the same everywhere: binding such a value raises :class:`NulCharacterError`
-    (wrapped by SQLAlchemy in ``StatementError``), which the API answers with a 400.
-    Request fields are checked before this (``http.serializers.char_field``); this is
-    the net under every other path.
+    PostgreSQL can neither store nor compare text with NUL characters (the driver fails:
+    a 500), while SQLite stores it happily - a store that could not be moved to
+    PostgreSQL; lone surrogates fail in every driver.  So the rule is the same
+    everywhere: binding such a value raises :class:`UnstorableTextError` (wrapped by
+    SQLAlchemy in ``StatementError``), which the API answers with a 400.  Request fields
+    are checked before this (``http.serializers.char_field``); this is the net under
+    every other path.
     """
 
     impl = sa.String
@@ -47,8 +68,9 @@ class String(sa.TypeDecorator[str]):
         return str
 
     def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
-        if has_nul(value):
-            raise NulCharacterError(NUL_MESSAGE)
+        problem = text_problem(value)
+        if problem is not None:
+            raise UnstorableTextError(problem)
         return value
 
 

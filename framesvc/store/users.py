@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from framesvc.store.db import utcnow
-from framesvc.store.schema import has_nul, users
+from framesvc.store.schema import unstorable, users
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def username_error(username: str) -> str | None:
 
 async def get_user_by_username(conn: AsyncConnection, username: str) -> User | None:
     """The user with exactly this username (usernames are case-sensitive, as in Django)."""
-    if has_nul(username):  # no stored name has one, and PostgreSQL cannot compare it
+    if unstorable(username):  # no stored name has such text; PostgreSQL cannot compare it
         return None
     row = (await conn.execute(sa.select(users).where(users.c.username == username))).first()
     return user_from_row(row) if row else None
@@ -95,7 +95,7 @@ async def get_user_by_username(conn: AsyncConnection, username: str) -> User | N
 
 async def get_user_by_email(conn: AsyncConnection, email: str) -> User | None:
     """The one user with this e-mail (case-insensitive); None when none or several match."""
-    if not email or has_nul(email):
+    if not email or unstorable(email):
         return None
     rows = (
         await conn.execute(
@@ -218,7 +218,7 @@ def user_list_query(
     and ``id`` is always appended as a tie-breaker so pages are stable.
     """
     query = sa.select(users)
-    if has_nul(search):  # no name has one, and PostgreSQL cannot compare it
+    if unstorable(search):  # no name has such text; PostgreSQL cannot compare it
         query = query.where(sa.false())
         search = ""
     for term in re.split(r"[\s,]+", search.strip()):
@@ -254,7 +254,7 @@ async def get_user_and_hash(
     By exact username, or by e-mail (case-insensitive, only when exactly one user has it,
     like allauth's ``filter_users_by_email``).  Login and Basic auth accept either.
     """
-    if has_nul(username, email):  # matches no user; PostgreSQL cannot even compare it
+    if unstorable(username, email):  # matches no user; PostgreSQL cannot even compare it
         return None
     if username:
         cond: sa.ColumnElement[bool] = users.c.username == username
