@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: serve test lint fmt bench bench-deps load fuzz clean
+.PHONY: serve test test-postgres lint fmt bench bench-deps load fuzz clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,19 @@ serve: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check framesvc tests benchmarks
 	$(BIN)/pytest
+
+# The same suite on PostgreSQL (docs/configuration.md, "PostgreSQL"): a throwaway cluster
+# in a temp dir for the run; PYTEST_ARGS narrows it (e.g. PYTEST_ARGS="tests/test_auth.py").
+PG_STAMP := $(VENV)/.postgres-stamp
+PYTEST_ARGS ?=
+$(PG_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,postgres]'
+	touch $(PG_STAMP)
+
+test-postgres: $(PG_STAMP)
+	command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql)
+	tests/with-postgres.sh $(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check framesvc tests benchmarks
