@@ -254,7 +254,7 @@ class Run:
 
     async def sample(self, pid: int | None, timeline: list[dict[str, Any]]) -> None:
         """Every ``--interval`` seconds: requests, errors and RSS since the last sample."""
-        last_requests, last_errors = 0, 0
+        last_requests, last_errors, last_t = 0, 0, 0.0
         while not self.stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), self.args.interval)
@@ -268,10 +268,11 @@ class Run:
                 "server_cpu_s": read_cpu_seconds(pid) if pid else None,
                 "client_cpu_s": round(sum(os.times()[:2]), 2),
             }
-            last_requests, last_errors = self.stats.requests, errors
+            rate = point["requests"] / max(now - last_t, 1e-3)
+            last_requests, last_errors, last_t = self.stats.requests, errors, now
             timeline.append(point)
             rss = f" rss={point['rss_kib'] / 1024:.0f}MiB" if point["rss_kib"] else ""
-            print(f"[{now:6.0f}s] {point['requests'] / self.args.interval:7.1f} req/s "
+            print(f"[{now:6.0f}s] {rate:7.1f} req/s "
                   f"errors={point['errors']}{rss}", file=sys.stderr, flush=True)
 
 
