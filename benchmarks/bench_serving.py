@@ -165,6 +165,7 @@ def _clean(result: su.WrkResult, who: str) -> None:
     assert result.requests > 0, f"{who}: no requests completed"
 
 
+@pytest.mark.timeout(180 + ROUNDS * 3 * (DURATION + 10))
 @pytest.mark.parametrize("name", ["chunk", "frame"])
 def test_warm_serving_vs_nginx(benchmark: Any, setup: Setup, name: str) -> None:
     item = setup.items[name]
