@@ -135,10 +135,10 @@ def test_kill_mid_chunk_builds(servers: Servers, tmp_path: Path) -> None:
     assert not any(staging.iterdir())
 
     # A cache emptied and rebuilt from scratch gives the same frames (zip members carry
-    # their build time, so the bytes may differ).
+    # their build time, so the bytes may differ); a sample of each kind keeps this short.
     cleared = framesvc_cli(server, "cache", "clear", "--cache-dir", str(server.cache_dir))
     assert cleared.returncode == 0, cleared.stderr
-    for url in urls:
+    for url in urls[::5]:
         reply = api(server, "GET", url)
         assert reply.status == 200
         assert decode_chunk(reply.raw) == decode_chunk(served[url]), url
