@@ -287,10 +287,14 @@ class MediaCache:
         if not isinstance(key, str) or not key:
             raise ValueError("cache keys are non-empty strings")
         wait = self.wait_timeout if timeout is None else timeout
-        item = await self.get(key)
-        if item is not None:
-            return item
+        # Join a build already in flight without a lookup of our own: a lookup that
+        # finishes after the build (and after an immediate eviction) would start another.
         flight = self._inflight.get(key)
+        if flight is None:
+            item = await self.get(key)
+            if item is not None:
+                return item
+            flight = self._inflight.get(key)
         if flight is None:
             flight = _Flight(asyncio.get_running_loop().create_future())
             self._inflight[key] = flight

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -81,6 +82,9 @@ async def test_item_larger_than_the_cache_is_still_served_whole(
         def build(out: BinaryIO) -> ItemMeta:
             nonlocal calls
             calls += 1
+            # Long enough that all four callers' lookups end while the build still runs,
+            # however loaded the machine: they are concurrent, so they must share it.
+            time.sleep(0.5)
             out.write(payload("huge", big))
             return ItemMeta("video/mp4")
 
