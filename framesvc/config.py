@@ -31,6 +31,9 @@ class Settings:
     cache_dir: Path = Path("./cache")
     #: Upper bound of the on-disk media cache; least recently used entries go first.
     cache_size_limit: int = 10 * GiB
+    #: Bytes of small media items (<= 1 MiB: frames, previews) also kept in memory, LRU,
+    #: so warm hits skip the disk cache's index; 0 disables the memory tier.
+    memory_cache_bytes: int = 128 * MiB
     #: SQLAlchemy URL (async driver).  Empty means a SQLite file inside ``data_dir``.
     database_url: str = ""
     #: Root of the files that ``server_files`` may name; empty disables server_files.

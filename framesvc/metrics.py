@@ -37,6 +37,11 @@ CACHE_HITS = Counter(
     "Cache lookups answered by an entry that was already in the cache.",
     registry=REGISTRY,
 )
+CACHE_MEMORY_HITS = Counter(
+    "framesvc_cache_memory_hits_total",
+    "Cache hits answered from the in-memory tier of small items (also counted as hits).",
+    registry=REGISTRY,
+)
 CACHE_MISSES = Counter(
     "framesvc_cache_misses_total",
     "Cache lookups that found no entry (the request then waited for a build).",

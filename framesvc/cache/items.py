@@ -62,6 +62,9 @@ class CachedItem:
     created: dt.datetime
     extra: dict[str, Any]
     transient: bool = False
+    #: The whole content when the item came from the in-memory tier (``file`` is then a
+    #: ``BytesIO`` over it); responses send it directly instead of with ``sendfile``.
+    body: bytes | None = None
 
     def close(self) -> None:
         self.file.close()
@@ -90,11 +93,11 @@ class Entry:
     def etag(self) -> str:
         return make_etag(self.key, self.digest)
 
-    def opened(self, file: BinaryIO) -> CachedItem:
+    def opened(self, file: BinaryIO, body: bytes | None = None) -> CachedItem:
         return CachedItem(
             key=self.key, path=self.path, file=file, size=self.size, mime=self.mime,
             etag=self.etag, digest=self.digest, created=self.created,
-            extra=dict(self.extra), transient=self.transient,
+            extra=dict(self.extra), transient=self.transient, body=body,
         )
 
     def to_json(self) -> str:

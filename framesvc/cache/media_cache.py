@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import io
 import json
 import logging
 import os
@@ -76,6 +77,7 @@ from framesvc.cache.items import (
     file_digest,
 )
 from framesvc.cache.locks import StripeLock, StripeLocks, staging_name, stripe_of, sweep_staging
+from framesvc.cache.memory import MemoryTier
 from framesvc.store.db import utcnow
 
 log = logging.getLogger("framesvc.cache")
@@ -199,14 +201,17 @@ class MediaCache:
         transient_dir: Path | str | None = None,
         io_threads: int = 4,
         sweep_on_open: bool = True,
+        memory_bytes: int = 0,
     ) -> None:
         """Open (creating if needed) the cache in ``directory``.
 
         ``size_limit`` None keeps the limit stored in the cache (diskcache's 1 GiB for a
         new one), so that e.g. ``framesvc cache stats`` does not reset the limit the
         server was started with.  ``sweep_on_open`` removes orphans of killed builds
-        now (``stats()`` and ``clear()`` sweep anyway).
+        now (``stats()`` and ``clear()`` sweep anyway).  ``memory_bytes`` > 0 keeps
+        small items in a bounded in-memory LRU as well (``cache/memory.py``).
         """
+        self.memory = MemoryTier(memory_bytes)
         self.directory = Path(directory)
         self.store_dir = self.directory / "store"
         self.staging_dir = self.directory / "staging"
@@ -240,6 +245,7 @@ class MediaCache:
     @classmethod
     def from_settings(cls, settings: Any, **kwargs: Any) -> MediaCache:
         """The cache described by ``framesvc.config.Settings`` (``cache_dir``, size limit)."""
+        kwargs.setdefault("memory_bytes", getattr(settings, "memory_cache_bytes", 0))
         return cls(settings.cache_dir, settings.cache_size_limit, **kwargs)
 
     @property
@@ -259,6 +265,12 @@ class MediaCache:
 
     async def get(self, key: str) -> CachedItem | None:
         """The item if it is in the cache (opened for the caller), else None."""
+        in_memory = self.memory.get(key)
+        if in_memory is not None:
+            metrics.CACHE_HITS.inc()
+            metrics.CACHE_MEMORY_HITS.inc()
+            body = in_memory.body
+            return in_memory.entry.opened(io.BytesIO(body), body)  # type: ignore[arg-type]
         found = await self._io(self._lookup, key, discard=lambda f: f[1].close())
         if found is None:
             metrics.CACHE_MISSES.inc()
@@ -328,11 +340,13 @@ class MediaCache:
 
     def delete(self, key: str) -> bool:
         """Remove one entry; readers holding it open keep reading."""
+        self.memory.discard(key)
         index = self._index()
         return index is not None and bool(index.delete(key, retry=True))
 
     def invalidate(self, tag: str) -> int:
         """Remove every entry stored with ``tag``; returns how many."""
+        self.memory.clear()  # the memory tier does not know tags; it refills from disk
         index = self._index()
         if index is None:
             log.warning("cache: the index is closed (disk full); cannot invalidate %r", tag)
@@ -401,6 +415,7 @@ class MediaCache:
         miss anyway).
         """
         self.sweep()
+        self.memory.clear()
         index = self._index(now=True)
         if index is None:
             freed = self._remove_item_files()
@@ -603,7 +618,18 @@ class MediaCache:
             with contextlib.suppress(diskcache.Timeout):
                 index.delete(key)
             return None
+        self._remember(entry, value.file)
         return entry, value.file
+
+    def _remember(self, entry: Entry, file: BinaryIO) -> None:
+        """Copy a small stored item into the memory tier (blocking: cache threads)."""
+        if entry.transient or not self.memory.wants(entry.size):
+            return
+        try:
+            body = os.pread(file.fileno(), entry.size, 0)
+        except OSError:
+            return
+        self.memory.put(entry, body)
 
     def _build(self, key: str, build: Build) -> _Built:
         """Run the build into a staging file; on a full disk, again into a transient file."""
@@ -682,7 +708,9 @@ class MediaCache:
             return _Anchor(replace(entry, path=where, transient=True), file)
         assert staged.stored_path is not None
         self._evict()
-        return _Anchor(replace(entry, path=staged.stored_path), file)
+        stored = replace(entry, path=staged.stored_path)
+        self._remember(stored, file)
+        return _Anchor(stored, file)
 
     def _evict(self) -> None:
         """Evict least recently used entries until the volume is within the size limit.

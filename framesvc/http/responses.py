@@ -255,7 +255,23 @@ def file_response(
             return web.Response(status=416, headers={
                 **common, hdrs.CONTENT_RANGE: f"bytes */{size}"})
         start, end = span
+        partial = {**common, hdrs.CONTENT_RANGE: f"bytes {start}-{end}/{size}"}
+        if item.body is not None:
+            return _memory_response(request, item, 206, start, end - start + 1, partial)
         return CachedFileResponse(item, status=206, offset=start, count=end - start + 1,
-                                  headers={**common,
-                                           hdrs.CONTENT_RANGE: f"bytes {start}-{end}/{size}"})
+                                  headers=partial)
+    if item.body is not None:
+        return _memory_response(request, item, 200, 0, size, common)
     return CachedFileResponse(item, status=200, offset=0, count=size, headers=common)
+
+
+def _memory_response(request: web.Request, item: CachedItem, status: int, offset: int,
+                     count: int, headers: Mapping[str, str]) -> web.Response:
+    """An item of the in-memory tier: the same headers, the body sent from memory."""
+    assert item.body is not None
+    item.close()
+    body = item.body if offset == 0 and count == len(item.body) else (
+        item.body[offset:offset + count])
+    if request.method != hdrs.METH_HEAD:
+        metrics.BYTES_SERVED.inc(count)
+    return web.Response(status=status, body=body, headers=headers, content_type=item.mime)

@@ -1,0 +1,84 @@
+"""The warm path: small items served from memory, exact invalidation of what a warm
+request resolves (store write generation), short-lived credential caching.
+
+Uses the session ``server`` (a real ``framesvc serve``) and the real ``cvat-sdk``; counters
+are read from ``/metrics`` as deltas.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import LiveServer
+from mediaapi import create_task, decode_image, get, images, jobs_of, metric, metrics
+
+from framesvc.cache.items import Entry
+from framesvc.cache.memory import MemoryTier
+
+MEMORY_HITS = "framesvc_cache_memory_hits_total"
+
+
+@pytest.fixture(scope="module")
+def image_task(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from cvat_sdk import Client, Config
+
+    work = tmp_path_factory.mktemp("warm")
+    files = images(work / "src", 4, (96, 64))
+    with Client(server.url, config=Config(cache_dir=work / "sdk")) as client:
+        client.login((server.admin_user, server.admin_password))
+        task = create_task(client, files, name="warm", image_quality=70)
+        return task.id, [j.id for j in jobs_of(task)]
+
+
+def _entry(key: str, size: int) -> Entry:
+    import datetime as dt
+
+    return Entry(key=key, path=Path("/nonexistent"), size=size, mime="image/jpeg",
+                 digest="d" * 64, created=dt.datetime.now(dt.UTC), extra={})
+
+
+def test_memory_tier_is_a_bounded_lru() -> None:
+    tier = MemoryTier(max_bytes=300, max_item=120)
+    assert not tier.put(_entry("big", 121), b"x" * 121)  # over the per-item limit
+    for name in ("a", "b", "c"):
+        assert tier.put(_entry(name, 100), name.encode() * 100)
+    assert tier.bytes == 300 and len(tier) == 3
+    assert tier.get("a") is not None  # "a" is now the most recently used
+    tier.put(_entry("d", 100), b"d" * 100)
+    assert tier.get("b") is None  # the least recently used went
+    assert {k for k in "acd" if tier.get(k) is not None} == {"a", "c", "d"}
+    assert tier.bytes == 300
+    tier.discard("a")
+    assert tier.get("a") is None and tier.bytes == 200
+    assert not MemoryTier(0).enabled
+
+
+def test_warm_frame_comes_from_memory_with_disk_semantics(server: LiveServer,
+                                                           image_task: Any) -> None:
+    _, job_ids = image_task
+    path = f"/api/jobs/{job_ids[0]}/data?type=frame&number=1&quality=compressed"
+    first = get(server, path)  # built (and copied into memory)
+    assert first.status == 200, first.raw
+    before = metrics(server)
+    second = get(server, path)
+    after = metrics(server)
+    assert second.status == 200
+    assert metric(after, MEMORY_HITS) - metric(before, MEMORY_HITS) == 1
+    assert second.raw == first.raw and decode_image(second.raw).shape[:2] == (64, 96)
+    for header in ("ETag", "Last-Modified", "Cache-Control", "Accept-Ranges", "Content-Type"):
+        assert second.headers[header] == first.headers[header], header
+    assert int(second.headers["Content-Length"]) == len(first.raw)
+
+    etag = first.headers["ETag"]
+    assert get(server, path, {"If-None-Match": etag}).status == 304
+    part = get(server, path, {"Range": "bytes=2-9"})
+    assert part.status == 206 and part.raw == first.raw[2:10]
+    assert part.headers["Content-Range"] == f"bytes 2-9/{len(first.raw)}"
+    tail = get(server, path, {"Range": "bytes=-5"})
+    assert tail.status == 206 and tail.raw == first.raw[-5:]
+    beyond = get(server, path, {"Range": f"bytes={len(first.raw)}-"})
+    assert beyond.status == 416
+    assert get(server, path, {"Range": "bytes=1-2", "If-Range": '"other"'}).raw == first.raw
+    assert get(server, path, {"Range": "nonsense"}).status == 400
