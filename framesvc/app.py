@@ -14,7 +14,7 @@ from framesvc.config import Settings
 from framesvc.http import security
 from framesvc.http.middleware import request_context
 from framesvc.http.routing import add_routes
-from framesvc.store.db import create_engine, migrate
+from framesvc.store.db import StoreGeneration, create_engine, migrate, track_writes
 from framesvc.workers import WorkerPool
 
 log = logging.getLogger("framesvc")
@@ -46,6 +46,13 @@ class Services:
     engine: AsyncEngine
     pool: WorkerPool
     extras: dict[str, Any] = field(default_factory=dict)
+    #: Bumped after every committed write through ``engine`` (``store/db.py``); keys the
+    #: in-process caches of what warm requests resolve.
+    generation: StoreGeneration = field(default_factory=StoreGeneration)
+
+    @property
+    def store_generation(self) -> int:
+        return self.generation.value
 
 
 SERVICES = web.AppKey("services", Services)
@@ -71,10 +78,12 @@ def make_app(settings: Settings) -> web.Application:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
     migrate(settings.effective_database_url)
+    engine = create_engine(settings.effective_database_url)
     app[SERVICES] = Services(
         settings=settings,
-        engine=create_engine(settings.effective_database_url),
+        engine=engine,
         pool=WorkerPool(settings.workers),
+        generation=track_writes(engine),
     )
 
     async def startup(app: web.Application) -> None:
@@ -91,6 +100,7 @@ def make_app(settings: Settings) -> web.Application:
         svc = app[SERVICES]
         svc.pool.shutdown()
         await svc.engine.dispose()
+        svc.generation.close()
 
     app.on_startup.append(startup)
     app.on_cleanup.append(cleanup)

@@ -82,3 +82,54 @@ def test_warm_frame_comes_from_memory_with_disk_semantics(server: LiveServer,
     assert beyond.status == 416
     assert get(server, path, {"Range": "bytes=1-2", "If-Range": '"other"'}).raw == first.raw
     assert get(server, path, {"Range": "nonsense"}).status == 400
+
+
+# --- the store write generation ---------------------------------------------------------------
+
+
+def test_store_generation_counts_committed_writes_only(tmp_path: Path) -> None:
+    import asyncio
+    import sqlite3
+
+    import sqlalchemy as sa
+
+    from framesvc.app import SERVICES, make_app
+    from framesvc.config import Settings
+    from framesvc.store.schema import users
+
+    app = make_app(Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache"))
+    svc = app[SERVICES]
+
+    async def scenario() -> list[Any]:
+        seen = [svc.store_generation]
+        async with svc.engine.connect() as conn:  # reads only
+            await conn.execute(sa.select(users.c.id))
+        seen.append(svc.store_generation)
+        async with svc.engine.begin() as conn:  # one committed write
+            await conn.execute(sa.update(users).where(users.c.id == -1).values(
+                first_name="x"))
+        seen.append(svc.store_generation)
+        with pytest.raises(RuntimeError):  # a write rolled back
+            async with svc.engine.begin() as conn:
+                await conn.execute(sa.update(users).values(first_name="y"))
+                raise RuntimeError
+        seen.append(svc.store_generation)
+        token = svc.generation.token()
+        assert svc.generation.token() == token  # nothing happened in between
+        # Another process's commit is not counted in-process but changes the token.
+        url = sa.engine.make_url(svc.settings.effective_database_url)
+        with sqlite3.connect(str(url.database)) as other:
+            other.execute("CREATE TABLE scratch_for_test (x INTEGER)")
+        seen.append(svc.store_generation)
+        seen.append(svc.generation.token() != token)
+        await svc.engine.dispose()
+        svc.generation.close()
+        return seen
+
+    before, after_read, after_write, after_rollback, after_other, token_moved = (
+        asyncio.run(scenario()))
+    assert after_read == before
+    assert after_write == before + 1
+    assert after_rollback == after_write
+    assert after_other == after_write and token_moved
+    svc.pool.shutdown()

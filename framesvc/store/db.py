@@ -8,8 +8,12 @@ old data dir is upgraded in place.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import sqlite3
+import threading
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -68,3 +72,125 @@ def create_engine(async_url: str) -> AsyncEngine:
         sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(url, pool_pre_ping=True)
+
+
+class StoreGeneration:
+    """An exact in-process signal that the store changed: ``value`` grows after every
+    committed transaction that wrote anything through the engine it tracks.
+
+    In-process caches of what a request resolved (the caller of a token, a job's media
+    scope and access decision) keep the generation they were computed at and are valid
+    only while it is unchanged, so a PATCH, a logout or a reassignment in this process
+    takes effect on the very next request.  Writes by *other* processes (the CLI, another
+    server) are not seen by the counter; for SQLite :meth:`token` adds the database's
+    ``PRAGMA data_version`` read on a private connection (~6 µs, no thread hop), which
+    changes whenever any other connection commits.  On other databases callers bound
+    their entries with a short TTL as well.
+
+    The bump happens *after* the DBAPI commit returned (``Dialect.do_commit`` is wrapped;
+    SQLAlchemy's ``commit`` event fires before the commit): an entry computed from the
+    old state is then always keyed by an older generation than the one after the commit.
+    """
+
+    def __init__(self, sqlite_path: str | None = None) -> None:
+        self.value = 0
+        self._dirty: set[int] = set()
+        self._lock = threading.Lock()
+        self._sqlite_path = sqlite_path
+        self._watch: sqlite3.Connection | None = None
+
+    def bump(self) -> None:
+        with self._lock:
+            self.value += 1
+
+    # The DBAPI connection arrives raw or wrapped in the pool's fairy, depending on the
+    # caller (a Connection's commit vs. the pool's reset-on-return); key by the raw one.
+
+    def mark_dirty(self, dbapi_connection: object) -> None:
+        with self._lock:
+            self._dirty.add(_raw_id(dbapi_connection))
+
+    def committed(self, dbapi_connection: object) -> None:
+        with self._lock:
+            key = _raw_id(dbapi_connection)
+            if key in self._dirty:
+                self._dirty.discard(key)
+                self.value += 1
+
+    def rolled_back(self, dbapi_connection: object) -> None:
+        with self._lock:
+            self._dirty.discard(_raw_id(dbapi_connection))
+
+    def external(self) -> int:
+        """SQLite's ``data_version`` (changes on any other connection's commit); -1 if
+        unknown (not SQLite, or the read failed: then every call differs, i.e. no caching
+        can rely on it)."""
+        if self._sqlite_path is None:
+            return 0
+        try:
+            if self._watch is None:
+                uri = f"{Path(self._sqlite_path).as_uri()}?mode=ro"
+                self._watch = sqlite3.connect(uri, uri=True, check_same_thread=False,
+                                              timeout=0)
+            return int(self._watch.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error:
+            self.close()
+            self.bump()  # treat a failed read as "changed"
+            return -1
+
+    @property
+    def cross_process(self) -> bool:
+        """Whether :meth:`token` also sees other processes' writes (SQLite only)."""
+        return self._sqlite_path is not None
+
+    def token(self) -> tuple[int, int]:
+        """What a cached resolution is keyed by: equal tokens mean no write in between."""
+        external = self.external()
+        return self.value, external
+
+    def close(self) -> None:
+        if self._watch is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._watch.close()
+            self._watch = None
+
+
+def _raw_id(connection: object) -> int:
+    return id(getattr(connection, "dbapi_connection", None) or connection)
+
+
+def _is_write(statement: str) -> bool:
+    head = statement.lstrip()[:8].upper()
+    return not (head.startswith("SELECT") or head.startswith("PRAGMA"))
+
+
+def track_writes(engine: AsyncEngine) -> StoreGeneration:
+    """A :class:`StoreGeneration` bumped by every committed write through ``engine``."""
+    url = engine.url
+    path = (url.database if url.get_backend_name() == "sqlite" and url.database
+            and url.database != ":memory:" else None)
+    generation = StoreGeneration(str(Path(path).resolve()) if path else None)
+    sync = engine.sync_engine
+
+    def after_cursor_execute(conn, cursor, statement, parameters, context,  # type: ignore[no-untyped-def]
+                             executemany) -> None:
+        if _is_write(statement):
+            generation.mark_dirty(conn.connection.dbapi_connection)
+
+    sa.event.listen(sync, "after_cursor_execute", after_cursor_execute)
+    dialect = sync.dialect
+    do_commit, do_rollback = dialect.do_commit, dialect.do_rollback
+
+    def commit(dbapi_connection: Any) -> None:
+        do_commit(dbapi_connection)
+        generation.committed(dbapi_connection)
+
+    def rollback(dbapi_connection: Any) -> None:
+        try:
+            do_rollback(dbapi_connection)
+        finally:
+            generation.rolled_back(dbapi_connection)
+
+    dialect.do_commit = commit  # type: ignore[method-assign]
+    dialect.do_rollback = rollback  # type: ignore[method-assign]
+    return generation
