@@ -133,3 +133,80 @@ def test_store_generation_counts_committed_writes_only(tmp_path: Path) -> None:
     assert after_rollback == after_write
     assert after_other == after_write and token_moved
     svc.pool.shutdown()
+
+
+# --- resolved requests and callers, invalidated by writes ---------------------------------------
+
+
+def _account(server: LiveServer) -> tuple[int, str, dict[str, str]]:
+    """A new user: id, its Token key, and the cookies of one session."""
+    from authutil import basic, call, login, register, unique
+
+    name = unique("warm")
+    assert register(server, name, PASSWORD).status == 201
+    me = call(server, "GET", "/api/users/self", headers=basic(name, PASSWORD)).json
+    reply = login(server, name, PASSWORD)
+    assert reply.status == 200, reply.raw
+    return int(me["id"]), reply.json["key"], reply.cookies()
+
+
+PASSWORD = "warm-Path-Secret-7"
+
+
+def test_reassigning_a_job_hides_its_data_from_the_old_assignee_at_once(
+        server: LiveServer, image_task: Any) -> None:
+    from authutil import call
+    from mediaapi import api
+
+    _, job_ids = image_task
+    job = job_ids[0]
+    user_id, key, _ = _account(server)
+    token = {"Authorization": f"Token {key}"}
+    path = f"/api/jobs/{job}/data?type=frame&number=0&quality=compressed"
+    assert call(server, "GET", path, headers=token).status == 404  # not theirs yet
+    assert api(server, "PATCH", f"/api/jobs/{job}", body={"assignee": user_id}).status == 200
+    for _ in range(3):  # resolved once, then served from the in-process caches
+        reply = call(server, "GET", path, headers=token)
+        assert reply.status == 200, reply.raw
+    assert api(server, "PATCH", f"/api/jobs/{job}", body={"assignee": None}).status == 200
+    gone = call(server, "GET", path, headers=token)
+    assert gone.status == 404 and gone.json == {"detail": "Not found."}
+
+
+def test_logout_ends_a_cached_session_and_token_at_once(server: LiveServer) -> None:
+    from authutil import call
+
+    _, key, cookies = _account(server)
+    session = {"sessionid": cookies["sessionid"]}
+    for _ in range(3):
+        assert call(server, "GET", "/api/users/self", cookies=session).status == 200
+        assert call(server, "GET", "/api/users/self",
+                    headers={"Authorization": f"Token {key}"}).status == 200
+    out = call(server, "POST", "/api/auth/logout",
+               headers={"X-CSRFToken": cookies["csrftoken"]},
+               cookies={**session, "csrftoken": cookies["csrftoken"]})
+    assert out.status == 200, out.raw
+    assert call(server, "GET", "/api/users/self", cookies=session).status == 401
+    assert call(server, "GET", "/api/users/self",
+                headers={"Authorization": f"Token {key}"}).status == 401
+
+
+def test_a_cli_password_change_ends_cached_sessions_within_the_ttl(server: LiveServer) -> None:
+    import time
+
+    from authutil import call, cli
+
+    from framesvc.http.auth import CALLER_TTL
+
+    user_id, _, cookies = _account(server)
+    session = {"sessionid": cookies["sessionid"]}
+    for _ in range(3):
+        assert call(server, "GET", "/api/users/self", cookies=session).status == 200
+    me = call(server, "GET", "/api/users/self", cookies=session).json
+    assert me["id"] == user_id
+    changed = cli(server, "user", "passwd", me["username"], "--password", "another-Secret-8")
+    assert changed.returncode == 0, changed.stderr
+    deadline = time.monotonic() + CALLER_TTL + 1.0  # the documented bound (plus slack)
+    while call(server, "GET", "/api/users/self", cookies=session).status == 200:
+        assert time.monotonic() < deadline, "the old session outlived the cache's TTL"
+        time.sleep(0.1)

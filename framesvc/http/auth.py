@@ -45,6 +45,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from framesvc.app import SERVICES, Services, services
+from framesvc.cache.resolved import ResolvedCache
 from framesvc.http.context import USER
 from framesvc.http.errors import ApiError, bad_request, field_errors, forbidden, json_response
 from framesvc.http.security import loads_json, login_throttle
@@ -197,6 +198,35 @@ def _basic_cache(svc: Services) -> BasicAuthCache:
     return cache
 
 
+#: Seconds a resolved Token/Bearer/session credential may be reused.  Within that, an
+#: entry is also dropped at once by any committed write (``StoreGeneration``; on SQLite
+#: that includes other processes, e.g. ``framesvc user passwd``), so the TTL only bounds
+#: what a write on another database server could leave unseen.
+CALLER_TTL = 5.0
+CALLER_ENTRIES = 4096
+_CALLERS = "auth.caller_cache"
+_CREDENTIAL_SECRET = secrets.token_bytes(32)
+
+Caller = tuple[User, Session | None]
+
+
+def caller_cache(svc: Services) -> ResolvedCache[Caller]:
+    """The per-application cache of credential -> caller (disabled, i.e. 0 entries, on
+    databases where other processes' writes cannot be seen at once)."""
+    cache: ResolvedCache[Caller] | None = svc.extras.get(_CALLERS)
+    if cache is None:
+        size = CALLER_ENTRIES if svc.generation.cross_process else 0
+        cache = svc.extras[_CALLERS] = ResolvedCache(svc.generation, size, CALLER_TTL)
+    return cache
+
+
+def _credential_key(scheme: bytes, secret: str) -> tuple[bytes, bytes]:
+    """A cache key that does not hold the secret itself (keyed hash, per process)."""
+    digest = hashlib.blake2b(secret.encode("utf-8", "surrogatepass"),
+                             key=_CREDENTIAL_SECRET, digest_size=20).digest()
+    return scheme, digest
+
+
 # --- Identification -----------------------------------------------------------------------
 
 
@@ -216,20 +246,55 @@ def _single_credential(credentials: str) -> str:
 
 async def _token_user(svc: Services, credentials: str) -> User:
     key = _single_credential(credentials)
+    cache = caller_cache(svc)
+    cache_key = _credential_key(b"token", key)
+    token = cache.token()
+    hit = cache.get(cache_key, token)
+    if hit is not None:
+        return _check_active(hit[0])
     async with svc.engine.connect() as conn:
         user = await user_for_auth_token(conn, key) if len(key) <= 40 else None
     if user is None:
         raise _unauthorized("Invalid token.")
+    cache.put(cache_key, (user, None), token)
     return _check_active(user)
 
 
 async def _bearer_user(svc: Services, credentials: str) -> User:
     secret = _single_credential(credentials)
+    cache = caller_cache(svc)
+    cache_key = _credential_key(b"bearer", secret)
+    token = cache.token()
+    hit = cache.get(cache_key, token)
+    if hit is not None:
+        return _check_active(hit[0])
     async with svc.engine.begin() as conn:
         user = await user_for_access_token(conn, secret)
     if user is None:
         raise _unauthorized("Invalid token.")
+    # (When the lookup noted ``last_used``, that write moved the generation, so this
+    # entry is already stale and the next request looks again, without writing.)
+    cache.put(cache_key, (user, None), token)
     return _check_active(user)
+
+
+async def _session_caller(svc: Services, session_key: str) -> Caller | None:
+    cache = caller_cache(svc)
+    cache_key = _credential_key(b"session", session_key)
+    token = cache.token()
+    hit = cache.get(cache_key, token)
+    if hit is not None:
+        session = hit[1]
+        if session is not None and session.expires > utcnow():
+            return hit
+    async with svc.engine.connect() as conn:
+        found = await get_session(conn, session_key)
+    if found is None:
+        return None
+    session, user = found
+    caller: Caller = (user, session)
+    cache.put(cache_key, caller, token)
+    return caller
 
 
 def _check_csrf(request: web.Request, session: Session) -> None:
@@ -306,10 +371,10 @@ async def identify(request: web.Request) -> User | None:
         return await _bearer_user(svc, credentials)
     session_key = request.cookies.get(SESSION_COOKIE)
     if session_key:
-        async with svc.engine.connect() as conn:
-            found = await get_session(conn, session_key)
-        if found is not None and found[1].is_active:
-            session, user = found
+        found = await _session_caller(svc, session_key)
+        if found is not None and found[0].is_active:
+            user, session = found
+            assert session is not None
             _check_csrf(request, session)
             request[SESSION] = session
             return user

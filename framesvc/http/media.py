@@ -51,6 +51,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from framesvc.access import get_job_for, get_task_for
 from framesvc.app import SERVICES, Services, services
 from framesvc.cache import CacheTimeout, MediaCache
+from framesvc.cache.resolved import ResolvedCache
 from framesvc.http.context import current_user, iso
 from framesvc.http.errors import JSON_CONTENT_TYPE, ApiError, bad_request, json_response
 from framesvc.http.responses import (
@@ -260,39 +261,82 @@ def _prefetch(request: web.Request, scope: MediaScope, params: DataParams) -> No
 # --- GET …/data -------------------------------------------------------------------------------
 
 
+#: Entries of the per-application cache of resolved data requests (see ``_serve_data``).
+RESOLVED_ENTRIES = 4096
+_RESOLVED = "media.resolved"
+
+
+def _resolved(request: web.Request) -> ResolvedCache[Any]:
+    """What warm data requests resolved, valid while the store is unchanged.
+
+    ``("scope", job, id, user id)`` -> the media scope, present only if that user passed
+    the access check; ``("build", key)`` -> the item's build.  Both stay valid while the
+    store generation is unchanged (any committed write - a reassignment, a meta PATCH -
+    drops them all at once).  Disabled where other processes' writes cannot be seen at
+    once (databases other than SQLite).
+    """
+    svc = services(request)
+    cache: ResolvedCache[Any] | None = svc.extras.get(_RESOLVED)
+    if cache is None:
+        size = RESOLVED_ENTRIES if svc.generation.cross_process else 0
+        cache = svc.extras[_RESOLVED] = ResolvedCache(svc.generation, size)
+    return cache
+
+
+def _data_spec(scope: MediaScope, params: DataParams) -> ItemSpec:
+    try:
+        if params.type == "chunk":
+            return chunk_spec(scope, quality=params.quality, number=params.number,
+                              index=params.index)
+        if params.type == "frame":
+            assert params.number is not None
+            return frame_spec(scope, params.number, params.quality)
+        if params.type == "context_image":
+            assert params.number is not None
+            return context_spec(scope, params.number)
+        return preview_spec(scope)
+    except ValueError as exc:
+        raise provider_error(str(exc)) from exc
+
+
 async def _serve_data(request: web.Request, *, job: bool) -> web.StreamResponse:
     user = current_user(request)
     svc = services(request)
     media = media_service(request)
-    async with svc.engine.connect() as conn:
-        if job:
-            row = await get_job_for(conn, user, int_param(request))
-        else:
-            row = await get_task_for(conn, user, int_param(request))
+    resolved = _resolved(request)
+    token = resolved.token()
+    object_id = int_param(request)
+    scope_key = ("scope", job, object_id, user.id)
+    scope: MediaScope | None = resolved.get(scope_key, token)
+    if scope is None:
+        async with svc.engine.connect() as conn:
+            if job:
+                row = await get_job_for(conn, user, object_id)
+            else:
+                row = await get_task_for(conn, user, object_id)
+            try:
+                byte_range = parse_range(request.headers.get("Range"))
+            except MalformedRange:
+                return invalid_range_response()
+            params = parse_data_params(request.query, job=job)
+            scope = await (_job_scope(conn, row) if job else _task_scope(conn, row))
+        resolved.put(scope_key, scope, token)
+    else:  # the same checks in the same order, minus the access check already passed
         try:
             byte_range = parse_range(request.headers.get("Range"))
         except MalformedRange:
             return invalid_range_response()
         params = parse_data_params(request.query, job=job)
-        scope = await (_job_scope(conn, row) if job else _task_scope(conn, row))
-        try:
-            if params.type == "chunk":
-                spec = chunk_spec(scope, quality=params.quality, number=params.number,
-                                  index=params.index)
-            elif params.type == "frame":
-                assert params.number is not None
-                spec = frame_spec(scope, params.number, params.quality)
-            elif params.type == "context_image":
-                assert params.number is not None
-                spec = context_spec(scope, params.number)
-            else:
-                spec = preview_spec(scope)
-        except ValueError as exc:
-            raise provider_error(str(exc)) from exc
-        try:
-            build = await media.prepare(conn, scope, spec)
-        except NoContextImages:
-            return web.Response(status=404)
+    spec = _data_spec(scope, params)
+    build_key = ("build", spec.key)
+    build = resolved.get(build_key, token)
+    if build is None:
+        async with svc.engine.connect() as conn:
+            try:
+                build = await media.prepare(conn, scope, spec)
+            except NoContextImages:
+                return web.Response(status=404)
+        resolved.put(build_key, build, token)
     fetched = await _fetch(request, spec, build)
     headers: dict[str, str] = {}
     if params.type == "chunk":
