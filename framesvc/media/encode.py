@@ -132,16 +132,25 @@ def write_zip(
 ) -> int:
     """Write ``(name, data)`` entries in order; stored (chunks) or deflated (context images).
 
-    Works on non-seekable outputs too (zipfile then writes data descriptors).
+    Works on non-seekable outputs too (zipfile then writes data descriptors).  Entries
+    carry a fixed timestamp instead of the build time, so the same frames always give
+    the same bytes: a rebuild (after an eviction, in another process) keeps its ETag.
     Returns the number of entries written.
     """
     method = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
     count = 0
     with zipfile.ZipFile(out, "w", compression=method, allowZip64=True) as archive:
         for name, data in entries:
-            archive.writestr(name, data, compress_type=method)
+            info = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
+            info.compress_type = method
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, data)
             count += 1
     return count
+
+
+#: The earliest timestamp a zip entry can carry (MS-DOS epoch).
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
 def chunk_entry_name(position: int, ext: str) -> str:

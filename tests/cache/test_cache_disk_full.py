@@ -37,6 +37,10 @@ async def test_enospc_in_the_cache_serves_a_transient_item(
     cache_root = str(cache.directory.resolve())
 
     def build(out: BinaryIO) -> ItemMeta:
+        # Slow enough that the three callers' lookups all end while it runs, however loaded
+        # the machine: concurrent callers share one build (a transient item is never
+        # published, so a caller arriving after it would rightly build again).
+        time.sleep(0.5)
         if os.path.realpath(out.name).startswith(cache_root):
             out.write(data[:1000])
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), out.name)
