@@ -30,7 +30,7 @@ from framesvc.access import can_own_job, can_view_task, get_job_for, visible_job
 from framesvc.app import services
 from framesvc.http.context import current_user
 from framesvc.http.errors import ApiError, bad_request, field_errors, forbidden, json_response
-from framesvc.http.pagination import paginate
+from framesvc.http.pagination import list_params_applied, paginate
 from framesvc.http.routing import int_param
 from framesvc.http.serializers import (
     Fields,
@@ -63,7 +63,6 @@ from framesvc.store.jobs import (
     range_segments,
     update_job,
 )
-from framesvc.store.listing import ListQueryError, apply_list_query
 from framesvc.store.schema import data, jobs, tasks
 from framesvc.store.tasks import refresh_task_status
 from framesvc.store.users import User, get_user
@@ -89,10 +88,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     """``GET /api/jobs``: visible jobs, ``-id`` first, with CVAT's filters/sort/search."""
     user = current_user(request)
     query = sa.select(jobs).where(visible_jobs(user))
-    try:
-        query = apply_list_query(query, JOB_FIELDS, request.query)
-    except ListQueryError as exc:
-        raise ApiError(400, exc.body) from exc
+    query = list_params_applied(query, JOB_FIELDS, request.query)
     async with services(request).engine.connect() as conn:
 
         async def serialize(rows: Any) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from framesvc.access import MAX_ID, get_job_for, get_task_for, visible_tasks
 from framesvc.app import services
 from framesvc.http.context import current_user
 from framesvc.http.errors import ApiError, bad_request, json_response, not_found
-from framesvc.http.pagination import paginate
+from framesvc.http.pagination import list_params_applied, paginate
 from framesvc.http.routing import int_param
 from framesvc.http.serializers import (
     Fields,
@@ -53,7 +53,7 @@ from framesvc.store.labels import (
     remove_label,
     update_labels,
 )
-from framesvc.store.listing import ListFields, ListQueryError, apply_list_query
+from framesvc.store.listing import ListFields
 from framesvc.store.schema import jobs, labels, tasks
 from framesvc.store.tasks import touch_task_jobs, update_task
 from framesvc.store.users import User
@@ -207,10 +207,7 @@ async def list_labels(request: web.Request) -> web.Response:
             query = query.where(visible_labels(user))
         if "parent" not in params and "parent_id" not in params:
             query = query.where(labels.c.parent_id.is_(None))
-        try:
-            query = apply_list_query(query, LABEL_FIELDS, params)
-        except ListQueryError as exc:
-            raise ApiError(400, exc.body) from exc
+        query = list_params_applied(query, LABEL_FIELDS, params)
 
         async def serialize(rows: Any) -> list[dict[str, Any]]:
             return await serialize_labels(conn, rows)

@@ -9,7 +9,7 @@ default of 10.  The SDK loops while ``next`` is truthy, so the last page must sa
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,8 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from framesvc.http.context import absolute_url
-from framesvc.http.errors import not_found
+from framesvc.http.errors import ApiError, not_found
+from framesvc.store.listing import ListFields, ListQueryError, apply_list_query
 
 DEFAULT_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 10_000
@@ -52,6 +53,19 @@ def parse_page(request: web.Request) -> PageRequest:
             size = DEFAULT_PAGE_SIZE
         size = min(size, MAX_PAGE_SIZE)
     return PageRequest(number, size)
+
+
+def list_params_applied(
+    query: sa.Select[Any], fields: ListFields, params: Mapping[str, str]
+) -> sa.Select[Any]:
+    """``query`` with the list parameters (sort, search, filters, JSON-Logic) applied.
+
+    Bad list parameters are the client's mistake: 400 with the translator's body.
+    """
+    try:
+        return apply_list_query(query, fields, params)
+    except ListQueryError as exc:
+        raise ApiError(400, exc.body) from exc
 
 
 def _page_url(request: web.Request, number: int | None) -> str:

@@ -21,7 +21,7 @@ from framesvc.app import services
 from framesvc.http.context import current_user
 from framesvc.http.errors import ApiError, bad_request, field_errors, json_response
 from framesvc.http.labels import label_store_error, parse_labels
-from framesvc.http.pagination import paginate
+from framesvc.http.pagination import list_params_applied, paginate
 from framesvc.http.routing import int_param
 from framesvc.http.serializers import (
     Fields,
@@ -43,7 +43,6 @@ from framesvc.openapi.operations import (
     paginated,
 )
 from framesvc.store.labels import LabelError, LabelNotFound, create_labels, update_labels
-from framesvc.store.listing import ListQueryError, apply_list_query
 from framesvc.store.schema import tasks
 from framesvc.store.tasks import (
     STORAGE_SLOTS,
@@ -192,10 +191,7 @@ async def create_task(request: web.Request) -> web.Response:
 async def list_tasks(request: web.Request) -> web.Response:
     user = current_user(request)
     query = sa.select(tasks).where(visible_tasks(user))
-    try:
-        query = apply_list_query(query, TASK_FIELDS, request.query)
-    except ListQueryError as exc:
-        raise ApiError(400, exc.body) from exc
+    query = list_params_applied(query, TASK_FIELDS, request.query)
     async with services(request).engine.connect() as conn:
 
         async def serialize(rows: Any) -> list[dict[str, Any]]:

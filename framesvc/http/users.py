@@ -17,12 +17,12 @@ from aiohttp import web
 
 from framesvc.app import services
 from framesvc.http.context import absolute_url, basic_user, current_user, iso
-from framesvc.http.errors import ApiError, forbidden, json_response, not_found
-from framesvc.http.pagination import paginate
+from framesvc.http.errors import forbidden, json_response, not_found
+from framesvc.http.pagination import list_params_applied, paginate
 from framesvc.http.routing import int_param
 from framesvc.openapi import models
 from framesvc.openapi.operations import cvat_json, errors, list_query, operation, paginated
-from framesvc.store.listing import ListFields, ListQueryError, apply_list_query
+from framesvc.store.listing import ListFields
 from framesvc.store.schema import users
 from framesvc.store.users import (
     USER_LIST_FIELDS,
@@ -102,10 +102,7 @@ USER_FIELDS = ListFields(
            responses={200: cvat_json(paginated(models.MetaUser)), **errors(400, 404)})
 async def users_list(request: web.Request) -> web.Response:
     caller = current_user(request)
-    try:
-        query = apply_list_query(sa.select(users), USER_FIELDS, request.query)
-    except ListQueryError as exc:
-        raise ApiError(400, exc.body) from exc
+    query = list_params_applied(sa.select(users), USER_FIELDS, request.query)
 
     async def serialize(rows: Sequence[sa.Row[Any]]) -> list[dict[str, Any]]:
         return [visible_user(request, caller, user_from_row(r)) for r in rows]
