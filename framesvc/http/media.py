@@ -369,11 +369,17 @@ def _offer_memo(request: web.Request, media: MediaService, spec: ItemSpec,
     cache = media.cache
     hit = media.count_hit(spec.kind)
 
-    def answer(headers: Any) -> web.StreamResponse | None:
+    def body() -> bytes | None:
         found = cache.recall(entry.key)
+        if found is None:
+            return None
+        hit()
+        return found.body
+
+    def answer(headers: Any) -> web.StreamResponse | None:
+        found = body()
         if found is not None:
-            hit()
-            return MemoryResponse(found.body, headers=headers)
+            return MemoryResponse(found, headers=headers)
         reopened = cache.reopen(entry)
         if reopened is None:  # evicted or cleared: resolve afresh
             return None
@@ -381,7 +387,7 @@ def _offer_memo(request: web.Request, media: MediaService, spec: ItemSpec,
         return CachedFileResponse(reopened, status=200, offset=0, count=reopened.size,
                                   headers=headers)
 
-    request[OFFER] = Memo.of(response, answer)
+    request[OFFER] = Memo.of(response, answer, body)
 
 
 _DATA_DOC = ("type=chunk|frame|preview|context_image; chunks carry X-Checksum and "

@@ -45,6 +45,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from framesvc.cache.resolved import ResolvedCache
+from framesvc.http.security import apply_response_defaults
 from framesvc.store.db import StoreGeneration
 
 #: Where a handler leaves its offer (``request[OFFER] = Memo(...)``).
@@ -62,6 +63,9 @@ _SECRET = secrets.token_bytes(32)
 #: gone (the request is then resolved afresh).  Counts the replay in the metrics.
 Answer = Callable[[CIMultiDictProxy[str]], web.StreamResponse | None]
 
+#: The answer's body if it is in memory (counted as a replay, like ``Answer``), else None.
+Body = Callable[[], bytes | None]
+
 
 @dataclass(frozen=True, slots=True)
 class Memo:
@@ -70,12 +74,41 @@ class Memo:
     #: The answer's headers (Content-Type included, Content-Length not: it follows the body).
     headers: CIMultiDictProxy[str]
     answer: Answer
+    #: For answers that may be in memory: the body, and the head of the answer as sent
+    #: on the wire up to (excluding) its per-request headers (``http/fastlane.py``).
+    body: Body | None = None
+    wire_head: bytes | None = None
 
     @classmethod
-    def of(cls, response: web.StreamResponse, answer: Answer) -> Memo:
+    def of(cls, response: web.StreamResponse, answer: Answer, body: Body | None = None) -> Memo:
         headers = CIMultiDict(response.headers)
         headers.popall(hdrs.CONTENT_LENGTH, None)
-        return cls(CIMultiDictProxy(headers), answer)
+        frozen = CIMultiDictProxy(headers)
+        return cls(frozen, answer, body, wire_head(frozen) if body is not None else None)
+
+
+#: Headers the wire head must not contain: they are per request, or per connection.
+_PER_REQUEST = frozenset(name.lower() for name in (
+    hdrs.CONTENT_LENGTH, hdrs.DATE, "X-Request-Id", hdrs.CONNECTION, hdrs.TRANSFER_ENCODING,
+    hdrs.SET_COOKIE, hdrs.CONTENT_ENCODING))
+
+
+def wire_head(headers: CIMultiDictProxy[str]) -> bytes | None:
+    """``HTTP/1.1 200 OK`` and the headers a normal answer with these ``headers`` carries
+    (the response defaults of ``http/security.py`` included), each line CRLF-terminated;
+    None if they cannot be sent as they are (a per-request header, a CR or LF in a value,
+    non-Latin-1 text), in which case the answer is only replayed the normal way."""
+    complete = CIMultiDict(headers)
+    apply_response_defaults(complete)
+    lines = ["HTTP/1.1 200 OK\r\n"]
+    for name, value in complete.items():
+        if name.lower() in _PER_REQUEST or any(c in name + value for c in "\r\n\0"):
+            return None
+        lines.append(f"{name}: {value}\r\n")
+    try:
+        return "".join(lines).encode("latin-1")
+    except UnicodeEncodeError:
+        return None
 
 
 class Microcache:
@@ -93,17 +126,26 @@ class Microcache:
         """The identity of a replayable request, or None if it must not be replayed."""
         if request.method != hdrs.METH_GET or request.body_exists:
             return None
-        headers = request.headers
+        return Microcache.key_of(request.headers, request.raw_path)
+
+    @staticmethod
+    def key_of(headers: CIMultiDictProxy[str], raw_path: str) -> bytes | None:
+        """The identity of a bodiless GET of ``raw_path`` with these ``headers``, or None
+        if it must not be replayed."""
         for name in VARYING:
             if name in headers:
                 return None
         identity = "\0".join((headers.get(hdrs.AUTHORIZATION, ""),
-                              headers.get(hdrs.COOKIE, ""), request.raw_path))
+                              headers.get(hdrs.COOKIE, ""), raw_path))
         return hashlib.blake2b(identity.encode("utf-8", "surrogatepass"), key=_SECRET,
                                digest_size=20).digest()
 
     def token(self) -> object:
         return self._memos.token()
+
+    def memo(self, key: bytes, token: object) -> Memo | None:
+        """The valid memo for ``key`` (``token``: the generation token taken now)."""
+        return self._memos.get(key, token)
 
     def replay(self, key: bytes, token: object) -> web.StreamResponse | None:
         memo = self._memos.get(key, token)

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Mapping
 
 import sqlalchemy as sa
 from aiohttp import web
@@ -43,7 +44,11 @@ class RequestIds:
         self._counter = itertools.count(1)
 
     def next(self, request: web.Request) -> str:
-        sent = request.headers.get("X-Request-Id")
+        return self.for_headers(request.headers)
+
+    def for_headers(self, headers: Mapping[str, str]) -> str:
+        """The id of a request with these headers: the client's if it is tame, else ours."""
+        sent = headers.get("X-Request-Id")
         if sent is not None and _CLIENT_ID.fullmatch(sent):
             return sent
         return f"{self._prefix}{next(self._counter):016x}"

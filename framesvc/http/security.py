@@ -36,7 +36,7 @@ import math
 import re
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 from aiohttp import web, web_response
@@ -110,11 +110,16 @@ class MalformedHttpFilter(logging.Filter):
         return True
 
 
-async def _add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    headers = response.headers
+def apply_response_defaults(headers: MutableMapping[str, str]) -> None:
+    """What every response gets: the security headers a handler did not set itself, and
+    ``Server`` (also used by ``http/fastlane.py``, which writes answers without aiohttp)."""
     for name, value in SECURITY_HEADERS.items():
         headers.setdefault(name, value)
     headers["Server"] = SERVER_NAME
+
+
+async def _add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    apply_response_defaults(response.headers)
 
 
 # --- body limits and slow bodies ----------------------------------------------------------------
