@@ -98,13 +98,11 @@ def serve(args: argparse.Namespace) -> int:
 
         return supervise(settings)
 
-    from aiohttp import web
-
     from framesvc.app import make_app
+    from framesvc.http.fastlane import run_app
 
-    app = make_app(settings)
-    web.run_app(app, host=settings.host, port=settings.port, access_log=None,
-                print=lambda msg: print(msg, flush=True))
+    run_app(make_app(settings), host=settings.host, port=settings.port,
+            print=lambda msg: print(msg, flush=True))
     return 0
 
 

@@ -132,6 +132,11 @@ BYTES_SERVED = Counter(
     "Media bytes sent in response bodies (chunks, frames, previews, context images).",
     registry=REGISTRY,
 )
+FASTLANE_ANSWERS = Counter(
+    "framesvc_fastlane_answers_total",
+    "Warm media answers written by the fast lane (http/fastlane.py); also counted as hits.",
+    registry=REGISTRY,
+)
 WORKER_QUEUE_DEPTH = Gauge(
     "framesvc_worker_queue_depth",
     "Jobs submitted to the media worker pool and not yet finished (running or waiting).",

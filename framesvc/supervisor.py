@@ -462,6 +462,7 @@ def serve_worker(settings: Settings, listen_fds: list[int], ready_fd: int | None
     from aiohttp import web
 
     from framesvc.app import make_app
+    from framesvc.http.fastlane import run_app
 
     sockets = [socket.socket(fileno=fd) for fd in listen_fds]
     app = make_app(settings)
@@ -494,5 +495,5 @@ def serve_worker(settings: Settings, listen_fds: list[int], ready_fd: int | None
                 os.write(ready_fd, b"r")
                 os.close(ready_fd)
 
-    web.run_app(app, sock=sockets, access_log=None, print=started)
+    run_app(app, sockets=sockets, print=started)
     return 0
