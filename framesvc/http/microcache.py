@@ -30,7 +30,10 @@ A memo is valid only while
   that opens is that entry's, and the hit counts for LRU).
 
 Replays update the same counters a normal hit does (hits, memory hits, media requests,
-bytes served) and are logged as ``cache=hit``.  Disabled (no memos) where the store
+bytes served) and are logged as ``cache=hit``.  A memo whose bytes are in memory also
+carries its answer's head as sent on the wire, so that ``http/fastlane.py`` can replay it
+even before aiohttp builds a request; this middleware replays the rest (answers from
+cache files, and requests the lane leaves to aiohttp).  Disabled (no memos) where the store
 generation cannot see other processes' writes (databases other than SQLite).
 """
 
