@@ -75,6 +75,12 @@ class AccessLog:
             self._flush_scheduled = True
             loop.call_soon(self.flush)
 
+    def request(self, request_id: str, method: str, raw_path: str, status: int, size: int,
+                elapsed_ms: float, cache: str | None) -> None:
+        """Log the line of one answered request (the one format every answer path uses)."""
+        self.write(f"{request_id} {method} {raw_path} {status} {size}B {elapsed_ms:.1f}ms"
+                   + (f" cache={cache}" if cache is not None else ""))
+
     def flush(self) -> None:
         """Write the buffered lines now (also called at shutdown)."""
         self._flush_scheduled = False

@@ -8,7 +8,8 @@ server's CPU time, the other half being the kernel's ``send`` of the bytes).  Fo
 answer that needs none of it - a memo whose body is in the memory tier - this module
 answers at the protocol level, as soon as aiohttp's HTTP parser hands over the request:
 the memo's head, precomputed when the memo was made, the three per-request headers
-(``Content-Length``, ``X-Request-Id``, ``Date``), and the body, written to the transport.
+(``Content-Length``, ``X-Request-Id``, and ``Date`` from the helper aiohttp uses for its
+own answers), and the body, written to the transport.
 It keeps what every answer has: an access line, the same counters as any replay
 (``MediaCache.recall``, the ``hit`` callback, bytes served) and the keep-alive timer.
 
@@ -47,6 +48,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiohttp import hdrs, web
+from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import HttpVersion11, RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_protocol import RequestHandler
@@ -59,28 +61,11 @@ log = logging.getLogger("framesvc.fastlane")
 _RUNNING = "======== Running on {} ========\n(Press CTRL+C to quit)"
 
 
-class HttpDate:
-    """``Date`` header values, formatted once per second."""
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._value = b""
-
-    def now(self) -> bytes:
-        second = int(time.time())
-        if second != self._second:
-            self._second = second
-            self._value = time.strftime("%a, %d %b %Y %H:%M:%S GMT",
-                                        time.gmtime(second)).encode("ascii")
-        return self._value
-
-
 class FastLane:
     """Answers requests from in-memory memos (module docstring).  Event loop only."""
 
     def __init__(self, microcache: Microcache) -> None:
         self._microcache = microcache
-        self._date = HttpDate()
 
     def answer(self, handler: LaneHandler, message: Any, payload: Any) -> bool:
         """Write the answer to ``message`` if it may take the lane; False leaves it to
@@ -106,15 +91,15 @@ class FastLane:
         request_id = request_ids.for_headers(message.headers)
         size = len(body)
         transport.write(b"%sContent-Length: %d\r\nX-Request-Id: %s\r\nDate: %s\r\n\r\n" % (
-            memo.wire_head, size, request_id.encode("ascii"), self._date.now()))
+            memo.wire_head, size, request_id.encode("ascii"),
+            rfc822_formatted_time().encode("ascii")))
         transport.write(body)
         metrics.BYTES_SERVED.inc(size)
         metrics.FASTLANE_ANSWERS.inc()
         handler.request_answered()
         if access_log.enabled():
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            access_log.write(f"{request_id} GET {message.path} 200 {size}B "
-                             f"{elapsed_ms:.1f}ms cache=hit")
+            access_log.request(request_id, hdrs.METH_GET, message.path, 200, size,
+                               (time.perf_counter() - started) * 1000, "hit")
         return True
 
 

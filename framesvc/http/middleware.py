@@ -97,9 +97,5 @@ async def request_context(request: web.Request, handler):  # type: ignore[no-unt
         return response
     finally:
         if access_log.enabled():
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            cache = request.get("cache")
-            access_log.write(
-                f"{request_id} {request.method} {request.raw_path} {status} {size}B "
-                f"{elapsed_ms:.1f}ms" + (f" cache={cache}" if cache is not None else "")
-            )
+            access_log.request(request_id, request.method, request.raw_path, status, size,
+                               (time.perf_counter() - started) * 1000, request.get("cache"))
