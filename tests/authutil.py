@@ -82,6 +82,32 @@ def login(server: LiveServer, username: str, password: str) -> Reply:
                 body={"username": username, "password": password})
 
 
+@dataclass(frozen=True)
+class Account:
+    """A user registered for a test and logged in once."""
+
+    id: int
+    username: str
+    #: The login's token key, and the session cookies it set.
+    key: str
+    cookies: dict[str, str]
+
+    @property
+    def token(self) -> dict[str, str]:
+        return {"Authorization": f"Token {self.key}"}
+
+
+def new_account(server: LiveServer, prefix: str, password: str) -> Account:
+    """Register a user named ``prefix`` plus a unique suffix and log it in."""
+    name = unique(prefix)
+    assert register(server, name, password).status == 201
+    reply = login(server, name, password)
+    assert reply.status == 200, reply.raw
+    key = reply.json["key"]
+    me = call(server, "GET", "/api/users/self", headers={"Authorization": f"Token {key}"}).json
+    return Account(int(me["id"]), name, key, reply.cookies())
+
+
 def cli(server: LiveServer, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     """``framesvc <args> --data-dir <the live server's data dir>``, as an operator runs it
     (with the server's database URL when that is not the data dir's SQLite file)."""

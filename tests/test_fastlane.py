@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from authutil import basic, call, login, register, unique
+from authutil import basic, call, new_account, unique
 from conftest import LiveServer, on_postgres, start_server, stop_server
 from mediaapi import admin, api, create_task, get, images, jobs_of, metric, metrics
 
@@ -339,18 +339,10 @@ def test_head_http10_and_connection_close_go_the_normal_way(server: LiveServer,
 # --- who gets a lane answer -----------------------------------------------------------------
 
 
-def _account(server: LiveServer) -> dict[str, str]:
-    name = unique("lane")
-    assert register(server, name, PASSWORD).status == 201
-    reply = login(server, name, PASSWORD)
-    assert reply.status == 200, reply.raw
-    return {"Authorization": f"Token {reply.json['key']}"}
-
-
 def test_other_credentials_never_get_a_lane_answer(server: LiveServer, job_id: int) -> None:
     path = frame_path(job_id, 0)
     warm(server, path)
-    stranger = _account(server)
+    stranger = new_account(server, "lane", PASSWORD).token
     reply = call(server, "GET", path, headers=stranger)
     assert reply.status == 404
     assert call(server, "GET", path).status == 401
@@ -359,12 +351,10 @@ def test_other_credentials_never_get_a_lane_answer(server: LiveServer, job_id: i
 
 
 def test_a_logout_ends_lane_answers_at_once(server: LiveServer, job_id: int) -> None:
-    name = unique("lane-out")
-    assert register(server, name, PASSWORD).status == 201
-    token = {"Authorization": f"Token {login(server, name, PASSWORD).json['key']}"}
-    me = call(server, "GET", "/api/users/self", headers=token).json
+    account = new_account(server, "lane-out", PASSWORD)
+    token = account.token
     # Give the new user the job, so its frames are theirs to see.
-    assert api(server, "PATCH", f"/api/jobs/{job_id}", body={"assignee": me["id"]}).status == 200
+    assert api(server, "PATCH", f"/api/jobs/{job_id}", body={"assignee": account.id}).status == 200
     path = frame_path(job_id, 1)
     for _ in range(3):
         assert call(server, "GET", path, headers=token).status == 200

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from authutil import call, login, register, unique
+from authutil import Account, call, new_account
 from conftest import LiveServer
 from mediaapi import api, create_task, get, images, jobs_of, metric, metrics
 
@@ -30,15 +30,8 @@ def job_id(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> int:
         return int(jobs_of(create_task(client, files, name="microcache"))[0].id)
 
 
-def _account(server: LiveServer) -> tuple[int, dict[str, str], dict[str, str]]:
-    """A new user: id, a Token header, and the cookies of one session."""
-    name = unique("micro")
-    assert register(server, name, PASSWORD).status == 201
-    reply = login(server, name, PASSWORD)
-    assert reply.status == 200, reply.raw
-    token = {"Authorization": f"Token {reply.json['key']}"}
-    me = call(server, "GET", "/api/users/self", headers=token).json
-    return int(me["id"]), token, reply.cookies()
+def _account(server: LiveServer) -> Account:
+    return new_account(server, "micro", PASSWORD)
 
 
 def _headers(reply: Any) -> dict[str, str]:
@@ -72,7 +65,7 @@ def test_a_replay_is_never_given_to_other_credentials(server: LiveServer, job_id
     path = f"/api/jobs/{job_id}/data?type=frame&number=0&quality=compressed"
     for _ in range(3):
         assert get(server, path).status == 200  # the admin's answer, remembered
-    _, stranger, _ = _account(server)
+    stranger = _account(server).token
     reply = call(server, "GET", path, headers=stranger)
     assert reply.status == 404 and reply.json == {"detail": "Not found."}
     assert call(server, "GET", path).status == 401  # anonymous
@@ -82,7 +75,8 @@ def test_a_replay_is_never_given_to_other_credentials(server: LiveServer, job_id
 
 def test_reassignment_and_logout_end_replays_at_once(server: LiveServer, job_id: int) -> None:
     path = f"/api/jobs/{job_id}/data?type=preview"
-    user_id, token, cookies = _account(server)
+    account = _account(server)
+    user_id, token, cookies = account.id, account.token, account.cookies
     session = {"sessionid": cookies["sessionid"]}
     assert api(server, "PATCH", f"/api/jobs/{job_id}", body={"assignee": user_id}).status == 200
     for _ in range(3):
@@ -107,7 +101,8 @@ def test_a_write_by_another_process_ends_replays(server: LiveServer, job_id: int
     from authutil import db_execute
 
     path = f"/api/jobs/{job_id}/data?type=frame&number=1&quality=compressed"
-    user_id, token, _ = _account(server)
+    account = _account(server)
+    user_id, token = account.id, account.token
     assert api(server, "PATCH", f"/api/jobs/{job_id}", body={"assignee": user_id}).status == 200
     for _ in range(3):
         assert call(server, "GET", path, headers=token).status == 200

@@ -140,14 +140,10 @@ def test_store_generation_counts_committed_writes_only(tmp_path: Path) -> None:
 
 def _account(server: LiveServer) -> tuple[int, str, dict[str, str]]:
     """A new user: id, its Token key, and the cookies of one session."""
-    from authutil import basic, call, login, register, unique
+    from authutil import new_account
 
-    name = unique("warm")
-    assert register(server, name, PASSWORD).status == 201
-    me = call(server, "GET", "/api/users/self", headers=basic(name, PASSWORD)).json
-    reply = login(server, name, PASSWORD)
-    assert reply.status == 200, reply.raw
-    return int(me["id"]), reply.json["key"], reply.cookies()
+    account = new_account(server, "warm", PASSWORD)
+    return account.id, account.key, account.cookies
 
 
 PASSWORD = "warm-Path-Secret-7"
