@@ -868,21 +868,28 @@ def _unescape(rbsp: bytes) -> bytes:
     return rbsp.replace(b"\x00\x00\x03", b"\x00\x00") if b"\x00\x00\x03" in rbsp else rbsp
 
 
+def _sei_value(payload: bytes, pos: int) -> tuple[int, int] | None:
+    """An SEI payload type or size (bytes of 0xFF add 255, the last byte ends it) and the
+    position after it; None if the payload ends first."""
+    value, size = 0, len(payload)
+    while pos < size and payload[pos] == 0xFF:
+        value, pos = value + 255, pos + 1
+    if pos >= size:
+        return None
+    return value + payload[pos], pos + 1
+
+
 def _sei_has_exact_recovery(payload: bytes) -> bool:
     pos, size = 0, len(payload)
     while pos < size and payload[pos] != 0x80:  # 0x80: rbsp trailing bits
-        kind = 0
-        while pos < size and payload[pos] == 0xFF:
-            kind, pos = kind + 255, pos + 1
-        if pos >= size:
+        read = _sei_value(payload, pos)
+        if read is None:
             return False
-        kind, pos = kind + payload[pos], pos + 1
-        length = 0
-        while pos < size and payload[pos] == 0xFF:
-            length, pos = length + 255, pos + 1
-        if pos >= size:
+        kind, pos = read
+        read = _sei_value(payload, pos)
+        if read is None:
             return False
-        length, pos = length + payload[pos], pos + 1
+        length, pos = read
         if kind == _SEI_RECOVERY_POINT:
             return _recovery_is_exact_at_once(payload[pos : pos + length])
         pos += length
