@@ -39,6 +39,7 @@ import re
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -247,34 +248,41 @@ def _single_credential(credentials: str) -> str:
 
 async def _token_user(svc: Services, credentials: str) -> User:
     key = _single_credential(credentials)
-    cache = caller_cache(svc)
-    cache_key = _credential_key(b"token", key)
-    token = cache.token()
-    hit = cache.get(cache_key, token)
-    if hit is not None:
-        return _check_active(hit[0])
-    async with svc.engine.connect() as conn:
-        user = await user_for_auth_token(conn, key) if len(key) <= 40 else None
-    if user is None:
-        raise _unauthorized("Invalid token.")
-    cache.put(cache_key, (user, None), token)
-    return _check_active(user)
+
+    async def lookup() -> User | None:
+        if len(key) > 40:
+            return None
+        async with svc.engine.connect() as conn:
+            return await user_for_auth_token(conn, key)
+
+    return await _cached_user(svc, b"token", key, lookup)
 
 
 async def _bearer_user(svc: Services, credentials: str) -> User:
     secret = _single_credential(credentials)
+
+    async def lookup() -> User | None:
+        async with svc.engine.begin() as conn:  # the lookup may note ``last_used``
+            return await user_for_access_token(conn, secret)
+
+    # (When the lookup noted ``last_used``, that write moved the generation, so the
+    # entry it leaves is already stale and the next request looks again, without writing.)
+    return await _cached_user(svc, b"bearer", secret, lookup)
+
+
+async def _cached_user(svc: Services, scheme: bytes, secret: str,
+                       lookup: Callable[[], Awaitable[User | None]]) -> User:
+    """The active user a ``scheme`` credential names: from the caller cache while the
+    store generation is unchanged, else from ``lookup`` (401 if it finds none)."""
     cache = caller_cache(svc)
-    cache_key = _credential_key(b"bearer", secret)
+    cache_key = _credential_key(scheme, secret)
     token = cache.token()
     hit = cache.get(cache_key, token)
     if hit is not None:
         return _check_active(hit[0])
-    async with svc.engine.begin() as conn:
-        user = await user_for_access_token(conn, secret)
+    user = await lookup()
     if user is None:
         raise _unauthorized("Invalid token.")
-    # (When the lookup noted ``last_used``, that write moved the generation, so this
-    # entry is already stale and the next request looks again, without writing.)
     cache.put(cache_key, (user, None), token)
     return _check_active(user)
 
