@@ -14,6 +14,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from authutil import basic, call, new_account, unique
@@ -27,14 +28,9 @@ PER_ANSWER = {"date", "x-request-id"}
 
 
 @pytest.fixture(scope="module")
-def job_id(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> int:
-    from cvat_sdk import Client, Config
-
-    work = tmp_path_factory.mktemp("fastlane")
-    files = images(work / "src", 4, (96, 64))
-    with Client(server.url, config=Config(cache_dir=work / "sdk")) as client:
-        client.login((server.admin_user, server.admin_password))
-        return int(jobs_of(create_task(client, files, name="fastlane"))[0].id)
+def job_id(client: Any, tmp_path_factory: pytest.TempPathFactory) -> int:
+    files = images(tmp_path_factory.mktemp("fastlane"), 4, (96, 64))
+    return int(jobs_of(create_task(client, files, name="fastlane"))[0].id)
 
 
 def frame_path(job_id: int, number: int) -> str:
@@ -239,22 +235,18 @@ def test_a_long_pipelined_run_with_a_normal_request_early_is_answered_whole(
 
 
 @pytest.fixture(scope="module")
-def big_frames_job(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> int:
+def big_frames_job(client: Any, tmp_path_factory: pytest.TempPathFactory) -> int:
     """A job of two noise images: frames of a few hundred KB, so that a client that does
     not read fills every socket buffer within a few answers."""
-    from cvat_sdk import Client, Config
     from PIL import Image
 
     work = tmp_path_factory.mktemp("fastlane-big")
-    (work / "src").mkdir()
     files = []
     for i in range(2):
-        path = work / "src" / f"noise_{i}.png"
+        path = work / f"noise_{i}.png"
         Image.effect_noise((900, 700), 60 + 10 * i).convert("RGB").save(path)
         files.append(path)
-    with Client(server.url, config=Config(cache_dir=work / "sdk")) as client:
-        client.login((server.admin_user, server.admin_password))
-        return int(jobs_of(create_task(client, files, name="fastlane-big"))[0].id)
+    return int(jobs_of(create_task(client, files, name="fastlane-big"))[0].id)
 
 
 def test_a_reader_that_does_not_read_gets_every_answer_in_the_end(

@@ -20,14 +20,9 @@ PER_ANSWER = {"date", "x-request-id"}
 
 
 @pytest.fixture(scope="module")
-def job_id(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> int:
-    from cvat_sdk import Client, Config
-
-    work = tmp_path_factory.mktemp("microcache")
-    files = images(work / "src", 3, (80, 60))
-    with Client(server.url, config=Config(cache_dir=work / "sdk")) as client:
-        client.login((server.admin_user, server.admin_password))
-        return int(jobs_of(create_task(client, files, name="microcache"))[0].id)
+def job_id(client: Any, tmp_path_factory: pytest.TempPathFactory) -> int:
+    files = images(tmp_path_factory.mktemp("microcache"), 3, (80, 60))
+    return int(jobs_of(create_task(client, files, name="microcache"))[0].id)
 
 
 def _account(server: LiveServer) -> Account:

@@ -21,15 +21,10 @@ MEMORY_HITS = "framesvc_cache_memory_hits_total"
 
 
 @pytest.fixture(scope="module")
-def image_task(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from cvat_sdk import Client, Config
-
-    work = tmp_path_factory.mktemp("warm")
-    files = images(work / "src", 4, (96, 64))
-    with Client(server.url, config=Config(cache_dir=work / "sdk")) as client:
-        client.login((server.admin_user, server.admin_password))
-        task = create_task(client, files, name="warm", image_quality=70)
-        return task.id, [j.id for j in jobs_of(task)]
+def image_task(client: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    files = images(tmp_path_factory.mktemp("warm"), 4, (96, 64))
+    task = create_task(client, files, name="warm", image_quality=70)
+    return task.id, [j.id for j in jobs_of(task)]
 
 
 def _entry(key: str, size: int) -> Entry:
