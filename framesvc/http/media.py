@@ -63,6 +63,7 @@ from framesvc.http.errors import (
 )
 from framesvc.http.microcache import OFFER, Memo
 from framesvc.http.responses import (
+    ByteRange,
     CachedFileResponse,
     MalformedRange,
     MemoryResponse,
@@ -310,6 +311,12 @@ def _data_spec(scope: MediaScope, params: DataParams) -> ItemSpec:
         raise provider_error(str(exc)) from exc
 
 
+def _range_and_params(request: web.Request, job: bool) -> tuple[ByteRange | None, DataParams]:
+    """The request's ``Range`` (:class:`MalformedRange` if bad: answered 400 before the
+    parameters are looked at, as CVAT does) and its data parameters."""
+    return parse_range(request.headers.get("Range")), parse_data_params(request.query, job=job)
+
+
 async def _serve_data(request: web.Request, *, job: bool) -> web.StreamResponse:
     user = current_user(request)
     svc = services(request)
@@ -319,25 +326,20 @@ async def _serve_data(request: web.Request, *, job: bool) -> web.StreamResponse:
     object_id = int_param(request)
     scope_key = ("scope", job, object_id, user.id)
     scope: MediaScope | None = resolved.get(scope_key, token)
-    if scope is None:
-        async with svc.engine.connect() as conn:
-            if job:
-                row = await get_job_for(conn, user, object_id)
-            else:
-                row = await get_task_for(conn, user, object_id)
-            try:
-                byte_range = parse_range(request.headers.get("Range"))
-            except MalformedRange:
-                return invalid_range_response()
-            params = parse_data_params(request.query, job=job)
-            scope = await (_job_scope(conn, row) if job else _task_scope(conn, row))
-        resolved.put(scope_key, scope, token)
-    else:  # the same checks in the same order, minus the access check already passed
-        try:
-            byte_range = parse_range(request.headers.get("Range"))
-        except MalformedRange:
-            return invalid_range_response()
-        params = parse_data_params(request.query, job=job)
+    try:
+        if scope is None:
+            async with svc.engine.connect() as conn:
+                if job:
+                    row = await get_job_for(conn, user, object_id)
+                else:
+                    row = await get_task_for(conn, user, object_id)
+                byte_range, params = _range_and_params(request, job)
+                scope = await (_job_scope(conn, row) if job else _task_scope(conn, row))
+            resolved.put(scope_key, scope, token)
+        else:  # the same checks in the same order, minus the access check already passed
+            byte_range, params = _range_and_params(request, job)
+    except MalformedRange:
+        return invalid_range_response()
     spec = _data_spec(scope, params)
     build_key = ("build", spec.key)
     build = resolved.get(build_key, token)
